@@ -1,0 +1,47 @@
+# i2ibench: `make test` and `make bench` set everything up themselves on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.i2ibench-installed
+
+DATASET ?= builtin
+PROTOCOL ?= smoke
+METHODS ?=
+SEEDS ?=
+PYTEST_ARGS ?=
+
+# Offline machines: use the converted TF-FID Inception weights beside the checkout when present
+# (see README, "Weights"); an explicit I2IBENCH_INCEPTION_WEIGHTS always wins.
+SHARED_WEIGHTS := $(wildcard ../shared/weights/inception-2015-12-05-pool3-noclassifier.pth)
+ifneq ($(SHARED_WEIGHTS),)
+export I2IBENCH_INCEPTION_WEIGHTS ?= $(abspath $(SHARED_WEIGHTS))
+endif
+export WANDB_MODE ?= offline
+
+.PHONY: help setup test bench compare clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  variables: DATASET=$(DATASET) PROTOCOL=$(PROTOCOL) METHODS=<a,b> SEEDS=<0,1,2> A=<results> B=<results>"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@
+
+setup: $(STAMP) ## create .venv and install i2ibench with its dev extra (re-run when pyproject.toml changes)
+
+test: $(STAMP) ## run the test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) ## train and evaluate every applicable method on DATASET; tables under results/
+	$(BIN)/i2ibench bench --dataset $(DATASET) --protocol $(PROTOCOL) \
+		$(if $(METHODS),--methods $(METHODS)) $(if $(SEEDS),--seeds $(SEEDS))
+
+compare: $(STAMP) ## side-by-side table of two result folders: make compare A=... B=...
+	$(BIN)/i2ibench compare $(A) $(B)
+
+clean: ## remove run folders (not results/, not the cache in ~/.cache/i2ibench)
+	rm -rf runs wandb lightning_logs .pytest_cache

@@ -1,0 +1,118 @@
+"""The `i2ibench` command.
+
+- `fit | validate | test | predict`: LightningCLI with YAML configs (`--method NAME` is short for
+  `--config configs/methods/NAME.yaml`);
+- `methods`: the registered methods with a one-line description each;
+- the other verbs (eval, bench, compare, data) live in `i2ibench.commands`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+from i2ibench.data import I2IDataModule
+from i2ibench.methods import TranslationModule
+from i2ibench.methods.predict_writer import TranslationWriter
+from i2ibench.registry import METHODS, load_all
+
+LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
+
+
+class I2IBenchCLI(LightningCLI):
+    """LightningCLI with the suite's defaults: CSV + offline W&B logging, a resumable `last.ckpt`."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0,
+                             "checkpoint.save_on_train_epoch_end": True})
+        # Always under the run folder, so `--ckpt_path last` finds the previous run's last.ckpt.
+        parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath",
+                              compute_fn=lambda root: str(Path(root or ".") / "checkpoints"))
+        parser.add_argument("--wandb.enabled", type=bool, default=True, help="log to Weights & Biases (offline by default)")
+        parser.add_argument("--wandb.project", type=str, default="i2ibench")
+        parser.add_argument("--wandb.group", type=str | None, default=None)
+        parser.add_argument("--wandb.name", type=str | None, default=None)
+        parser.add_argument("--wandb.tags", type=list[str], default=[])
+        parser.add_argument("--predict_dir", type=str | None, default=None,
+                            help="predict: folder for translated images (default: <root>/predictions)")
+        parser.link_arguments("seed_everything", "data.seed", compute_fn=lambda seed: seed if isinstance(seed, int) else 0)
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
+        root = Path(config.get("default_root_dir") or ".")
+        settings = self._get(self.config, "wandb")
+        if config.get("logger") is True:  # not configured by the user: the suite's loggers
+            loggers = [CSVLogger(str(root), name="csv")]
+            if settings.enabled:
+                loggers.append(WandbLogger(save_dir=str(root), project=settings.project, group=settings.group,
+                                           name=settings.name, tags=list(settings.tags),
+                                           offline=os.environ.get("WANDB_MODE") == "offline"))
+            config["logger"] = loggers
+        config["strategy"] = gan_ddp_strategy(config.get("strategy"))
+        if self.subcommand == "predict":
+            callbacks.append(TranslationWriter(self._get(self.config, "predict_dir") or root / "predictions"))
+        return super()._instantiate_trainer(config, callbacks)
+
+
+def gan_ddp_strategy(strategy: Any) -> Any:
+    """`ddp` -> `ddp_find_unused_parameters_true` (and likewise `ddp_spawn`).
+
+    A GAN step alternates generator and discriminator updates, each backward leaving the other
+    network's parameters without gradients; plain DDP then fails ("parameters that were not used
+    in producing the loss"). Telling DDP to look for unused parameters is the supported fix.
+    """
+    if strategy in ("ddp", "ddp_spawn"):
+        return f"{strategy}_find_unused_parameters_true"
+    return strategy
+
+
+def expand_method_shortcut(argv: list[str]) -> list[str]:
+    """`--method cyclegan` -> `--config configs/methods/cyclegan.yaml` (placed first, so later flags win)."""
+    if "--method" not in argv:
+        return argv
+    at = argv.index("--method")
+    if at + 1 >= len(argv):
+        raise SystemExit("--method needs a name; see `i2ibench methods`")
+    spec = METHODS.get(argv[at + 1])
+    rest = argv[:at] + argv[at + 2:]
+    return rest[:1] + ["--config", str(spec.config_path)] + rest[1:]
+
+
+def run_lightning(argv: list[str]) -> I2IBenchCLI:
+    # Through sys.argv rather than `args=`: DDP's launcher re-runs sys.argv in each new process.
+    sys.argv = [sys.argv[0], *expand_method_shortcut(argv)]
+    return I2IBenchCLI(
+        TranslationModule, I2IDataModule, subclass_mode_model=True,
+        seed_everything_default=0, save_config_kwargs={"overwrite": True},
+        trainer_defaults={"default_root_dir": "runs", "logger": True},
+    )
+
+
+def list_methods(argv: list[str]) -> int:
+    """Print every registered method: name, the data it needs, one line of description."""
+    for name in METHODS.names():
+        spec = METHODS.get(name)
+        print(f"{name:20s} [{spec.dataset_mode}]  {spec.description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("WANDB_MODE", "offline")  # no account and no network needed; `wandb sync` later
+    load_all()
+    from i2ibench import commands
+
+    verbs = {"methods": list_methods, **commands.VERBS}
+    if argv and argv[0] in verbs:
+        return verbs[argv[0]](argv[1:]) or 0
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip() + "\n\nverbs: " + ", ".join([*LIGHTNING_VERBS, *verbs]))
+        return 0
+    run_lightning(argv)
+    return 0

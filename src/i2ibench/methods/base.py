@@ -1,0 +1,151 @@
+"""TranslationModule: what every method shares.
+
+A method subclasses it, builds its networks, and implements `training_step` (manual
+optimisation: GANs alternate generator and discriminator updates) and `translate`. The base
+provides the evaluation steps (Lightning runs the loop, the EvaluationCallback consumes what
+they return), per-epoch scheduler steps, sample grids, and the checkpoint extras that make a
+resumed run continue exactly (RNG states and whatever `extra_state` a method adds).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+from torch import Tensor, nn
+from torchvision.utils import make_grid
+
+from i2ibench import files
+from i2ibench.data.tasks import two_domain_tasks
+
+
+class TranslationModule(pl.LightningModule):
+    """Base class of every i2ibench method. Subclasses set `dataset_mode` and implement the contract."""
+
+    dataset_mode = "two-domain"  # which datasets the method can train on: two-domain, multi-domain, mask
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    # -- the contract --------------------------------------------------------------------------
+    def translate(self, batch: dict, task: str) -> Tensor:
+        """Translate the task's source images in `batch`; returns images in [-1, 1]."""
+        raise NotImplementedError
+
+    def eval_tasks(self, domains: tuple[str, ...]) -> list[str]:
+        """The evaluation tasks this method is judged on, for a dataset with these domains."""
+        return two_domain_tasks()
+
+    def extra_state(self) -> dict:
+        """State outside parameters and optimisers that a resumed run needs (e.g. image pools)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    def log_losses(self, losses: dict[str, Tensor], batch_size: int) -> None:
+        """Every loss term: per step as `train/<name>` (this process's value, no collective per step)
+        and per epoch as `train_epoch/<name>` (mean over all processes, synced once per epoch)."""
+        detached = {name: value.detach() for name, value in losses.items()}
+        self.log_dict({f"train/{k}": v for k, v in detached.items()}, on_step=True, on_epoch=False,
+                      batch_size=batch_size)
+        self.log_dict({f"train_epoch/{k}": v for k, v in detached.items()}, on_step=False, on_epoch=True,
+                      sync_dist=True, batch_size=batch_size)
+
+    # -- evaluation: Lightning owns the loop, the EvaluationCallback the metrics ---------------
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        return self.translate(batch, batch["task"][0])
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        return self.translate(batch, batch["task"][0])
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        task = batch["task"][0]
+        source = task[0] if len(task) == 3 else task.split("->")[0]
+        return {"task": task, "paths": batch[f"{source}_path"], "images": self.translate(batch, task)}
+
+    # -- schedules and samples -----------------------------------------------------------------
+    def on_train_epoch_end(self) -> None:
+        # Runs before ModelCheckpoint saves, so a checkpoint holds the already-stepped schedulers.
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+            scheduler.step()
+        if self.trainer.is_global_zero:
+            self.save_sample_grid()
+
+    @torch.no_grad()
+    def sample_grid(self, inputs: dict[str, Tensor]) -> Tensor:
+        """Rows of input | translation | reconstruction, for each two-domain direction."""
+        rows = []
+        for task in two_domain_tasks():
+            source, target = task[0], task[2]
+            real = inputs[source].to(self.device)
+            fake = self.translate({source: real}, task)
+            rec = self.translate({target: fake}, f"{target}2{source}")
+            rows += [torch.cat([r, f, c], dim=2) for r, f, c in zip(real, fake, rec)]
+        return make_grid(torch.stack(rows), nrow=min(4, len(rows)), padding=2, normalize=True, value_range=(-1, 1))
+
+    def save_sample_grid(self) -> Path | None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "sample_batch"):
+            return None
+        was_training = self.training
+        self.eval()
+        grid = self.sample_grid(datamodule.sample_batch())
+        self.train(was_training)
+        path = Path(self.trainer.default_root_dir) / "samples" / f"epoch_{self.current_epoch:04d}.png"
+        files.save_image(path, to_pil(grid))
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="samples", images=[str(path)], step=self.global_step)
+        return path
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["i2ibench"] = {"rng": rng_states(), "extra": self.extra_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("i2ibench")
+        if saved:
+            set_rng_states(saved["rng"])
+            self.load_extra_state(saved["extra"])
+
+
+def set_requires_grad(nets: tuple[nn.Module, ...], flag: bool) -> None:
+    """Freeze or unfreeze networks (the discriminators during a generator update)."""
+    for net in nets:
+        net.requires_grad_(flag)
+
+
+def to_pil(grid: Tensor):
+    from PIL import Image
+
+    array = grid.mul(255).add_(0.5).clamp_(0, 255).to("cpu", torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(array)
+
+
+def rng_states() -> dict:
+    """Every global RNG state, as tensors and plain Python values (checkpoints load with weights_only)."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    states = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    numpy_state = states["numpy"]
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32),
+                         numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

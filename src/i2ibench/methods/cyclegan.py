@@ -1,0 +1,139 @@
+"""CycleGAN (Zhu, Park, Isola, Efros, ICCV 2017) and its family.
+
+One module; the variants (generator architecture, reconstruction and extra loss terms) are
+configuration, each registered under its own method name with its own config file.
+Reference implementation: junyanz/pytorch-CycleGAN-and-pix2pix, models/cycle_gan_model.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import i2ibench.nets  # noqa: F401  (registers the generators and discriminators)
+from i2ibench.losses import discriminator_adversarial_loss, generator_adversarial_loss
+from i2ibench.methods.base import TranslationModule, set_requires_grad
+from i2ibench.methods.image_pool import ImagePool
+from i2ibench.methods.schedules import linear_decay
+from i2ibench.registry import DISCRIMINATORS, GENERATORS, register_method
+
+
+@register_method("cyclegan", description="CycleGAN (Zhu et al. 2017): ResNet generators, 70x70 PatchGAN, "
+                                         "LSGAN, cycle + identity losses")
+class CycleGAN(TranslationModule):
+    """Two generators (A->B, B->A) and two discriminators (judging domain A, domain B).
+
+    Args (defaults are the paper's; `configs/methods/cyclegan.yaml` cites each):
+        generator: registered generator name (`resnet`; the family adds others).
+        generator_args: its keyword arguments (ngf, n_blocks, norm, ...).
+        discriminator: registered discriminator name (`patch`).
+        discriminator_args: its keyword arguments (ndf, n_layers, norm, spectral_norm).
+        gan_mode: lsgan, vanilla or hinge.
+        lambda_A, lambda_B: cycle-consistency weights for A->B->A and B->A->B.
+        lambda_identity: identity loss weight, as a fraction of the cycle weight (0 disables it).
+        pool_size: image history buffer size for the discriminators (0 disables it).
+        lr, lr_D: Adam learning rates of generators and discriminators (lr_D defaults to lr).
+        beta1, beta2: Adam betas.
+        n_epochs, n_epochs_decay: epochs at constant lr, then epochs of linear decay to zero.
+    """
+
+    def __init__(self, generator: str = "resnet", generator_args: dict[str, Any] | None = None,
+                 discriminator: str = "patch", discriminator_args: dict[str, Any] | None = None,
+                 gan_mode: str = "lsgan", lambda_A: float = 10.0, lambda_B: float = 10.0,
+                 lambda_identity: float = 0.5, pool_size: int = 50, lr: float = 2e-4, lr_D: float | None = None,
+                 beta1: float = 0.5, beta2: float = 0.999, n_epochs: int = 100, n_epochs_decay: int = 100) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        make_generator, make_discriminator = GENERATORS.get(generator), DISCRIMINATORS.get(discriminator)
+        self.gen_AB = make_generator(**(generator_args or {}))
+        self.gen_BA = make_generator(**(generator_args or {}))
+        self.disc_A = make_discriminator(**(discriminator_args or {}))  # judges domain-A images
+        self.disc_B = make_discriminator(**(discriminator_args or {}))  # judges domain-B images
+        self.pool_A = ImagePool(pool_size, seed=1)
+        self.pool_B = ImagePool(pool_size, seed=2)
+
+    # -- training ------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        real_A, real_B = batch["A"], batch["B"]
+        fake_B = self.gen_AB(real_A)
+        rec_A = self.gen_BA(fake_B)
+        fake_A = self.gen_BA(real_B)
+        rec_B = self.gen_AB(fake_A)
+
+        # Generators first, with the discriminators frozen (they need no gradients here).
+        set_requires_grad((self.disc_A, self.disc_B), False)
+        g_losses = self.generator_losses(real_A, real_B, fake_A, fake_B, rec_A, rec_B)
+        g_total = torch.stack(list(g_losses.values())).sum()
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_total)
+        opt_g.step()
+
+        # Then the discriminators, on real images and pooled (past) fakes.
+        set_requires_grad((self.disc_A, self.disc_B), True)
+        mode = self.hparams.gan_mode
+        d_loss_B = discriminator_adversarial_loss(self.disc_B(real_B), self.disc_B(self.pool_B.query(fake_B)), mode)
+        d_loss_A = discriminator_adversarial_loss(self.disc_A(real_A), self.disc_A(self.pool_A.query(fake_A)), mode)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss_A + d_loss_B)
+        opt_d.step()
+
+        self.log_losses({**{f"gen_{k}": v for k, v in g_losses.items()}, "gen_total": g_total,
+                         "disc_A": d_loss_A, "disc_B": d_loss_B}, batch_size=real_A.shape[0])
+
+    def generator_losses(self, real_A: Tensor, real_B: Tensor, fake_A: Tensor, fake_B: Tensor,
+                         rec_A: Tensor, rec_B: Tensor) -> dict[str, Tensor]:
+        """Every weighted generator term by name; their sum is the generator objective."""
+        hp = self.hparams
+        losses = {
+            "adv_A2B": generator_adversarial_loss(self.disc_B(fake_B), hp.gan_mode),
+            "adv_B2A": generator_adversarial_loss(self.disc_A(fake_A), hp.gan_mode),
+            "cycle_A": self.reconstruction_loss(rec_A, real_A) * hp.lambda_A,
+            "cycle_B": self.reconstruction_loss(rec_B, real_B) * hp.lambda_B,
+        }
+        if hp.lambda_identity > 0:
+            # G_AB applied to a B image should leave it unchanged (and G_BA an A image).
+            losses["idt_A2B"] = F.l1_loss(self.gen_AB(real_B), real_B) * hp.lambda_B * hp.lambda_identity
+            losses["idt_B2A"] = F.l1_loss(self.gen_BA(real_A), real_A) * hp.lambda_A * hp.lambda_identity
+        return losses
+
+    def reconstruction_loss(self, reconstructed: Tensor, real: Tensor) -> Tensor:
+        return F.l1_loss(reconstructed, real)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        betas = (hp.beta1, hp.beta2)
+        opt_g = torch.optim.Adam(itertools.chain(self.gen_AB.parameters(), self.gen_BA.parameters()), lr=hp.lr,
+                                 betas=betas)
+        opt_d = torch.optim.Adam(itertools.chain(self.disc_A.parameters(), self.disc_B.parameters()),
+                                 lr=hp.lr_D or hp.lr, betas=betas)
+        factor = linear_decay(hp.n_epochs, hp.n_epochs_decay)
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, factor) for opt in (opt_g, opt_d)]
+        return [opt_g, opt_d], schedulers
+
+    def on_fit_start(self) -> None:
+        total = self.hparams.n_epochs + self.hparams.n_epochs_decay
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is not None and max_epochs > total:
+            raise ValueError(f"trainer.max_epochs ({max_epochs}) exceeds the schedule n_epochs + n_epochs_decay "
+                             f"({total}): the learning rate would be 0 after epoch {total}. Set them consistently.")
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def translate(self, batch: dict, task: str) -> Tensor:
+        if task == "A2B":
+            return self.gen_AB(batch["A"])
+        if task == "B2A":
+            return self.gen_BA(batch["B"])
+        raise ValueError(f"CycleGAN translates A2B or B2A, not {task!r}")
+
+    # -- checkpoint extras ---------------------------------------------------------------------
+    def extra_state(self) -> dict:
+        return {"pool_A": self.pool_A.state_dict(), "pool_B": self.pool_B.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.pool_A.load_state_dict(state["pool_A"])
+        self.pool_B.load_state_dict(state["pool_B"])

@@ -1,0 +1,6 @@
+"""Plain nn.Modules (no Lightning): generators, discriminators and per-method networks.
+
+Importing this package registers every generator and discriminator by name.
+"""
+
+from i2ibench.nets import patchgan, resnet  # noqa: F401
