@@ -16,10 +16,12 @@ from typing import Any
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.strategies import DDPStrategy
 
 from i2ibench.data import I2IDataModule
 from i2ibench.methods import TranslationModule
 from i2ibench.methods.predict_writer import TranslationWriter
+from i2ibench.metrics.callback import EvaluationCallback
 from i2ibench.registry import METHODS, load_all
 
 LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
@@ -29,6 +31,7 @@ class I2IBenchCLI(LightningCLI):
     """LightningCLI with the suite's defaults: CSV + offline W&B logging, a resumable `last.ckpt`."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(EvaluationCallback, "evaluation")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0,
                              "checkpoint.save_on_train_epoch_end": True})
@@ -61,14 +64,19 @@ class I2IBenchCLI(LightningCLI):
 
 
 def gan_ddp_strategy(strategy: Any) -> Any:
-    """`ddp` -> `ddp_find_unused_parameters_true` (and likewise `ddp_spawn`).
+    """`ddp` / `ddp_spawn` -> DDPStrategy(find_unused_parameters=True, broadcast_buffers=False).
 
-    A GAN step alternates generator and discriminator updates, each backward leaving the other
-    network's parameters without gradients; plain DDP then fails ("parameters that were not used
-    in producing the loss"). Telling DDP to look for unused parameters is the supported fix.
+    - A GAN step alternates generator and discriminator updates, each backward leaving the other
+      network's parameters without gradients; plain DDP then fails ("parameters that were not used
+      in producing the loss"). Telling DDP to look for unused parameters is the supported fix.
+    - Evaluation shards the images without padding, so processes may run one batch fewer; a
+      forward through DDP that broadcasts buffers (spectral norm's u, v) would then deadlock. The
+      nets' buffers need no broadcast: weights stay identical across processes, and so do the
+      power iterations computed from them (StyleGAN2-ADA trains with the same setting).
     """
     if strategy in ("ddp", "ddp_spawn"):
-        return f"{strategy}_find_unused_parameters_true"
+        start_method = "spawn" if strategy == "ddp_spawn" else "popen"
+        return DDPStrategy(find_unused_parameters=True, broadcast_buffers=False, start_method=start_method)
     return strategy
 
 

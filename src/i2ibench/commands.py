@@ -4,4 +4,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-VERBS: dict[str, Callable[[list[str]], int | None]] = {}
+
+
+def _eval(argv: list[str]) -> int:
+    from i2ibench.metrics.folder_eval import main
+
+    return main(argv)
+
+
+VERBS: dict[str, Callable[[list[str]], int | None]] = {"eval": _eval}

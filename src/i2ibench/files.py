@@ -7,6 +7,7 @@ exists complete or not at all, even when a run is killed while writing it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -41,7 +42,18 @@ def write_text(path: Path | str, text: str) -> None:
 
 
 def write_json(path: Path | str, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Strict JSON: non-finite floats (PSNR of identical images is inf) are written as "inf" / "nan"."""
+    write_text(path, json.dumps(finite_json(data), indent=2, allow_nan=False, default=_json_default) + "\n")
+
+
+def finite_json(data: Any) -> Any:
+    if isinstance(data, float) and not math.isfinite(data):
+        return str(data)  # "inf", "-inf", "nan"
+    if isinstance(data, dict):
+        return {key: finite_json(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_json(value) for value in data]
+    return data
 
 
 def _json_default(obj: Any) -> Any:

@@ -109,6 +109,10 @@ class TranslationModule(pl.LightningModule):
     # -- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["i2ibench"] = {"rng": rng_states(), "extra": self.extra_state()}
+        # LightningCLI re-parses a checkpoint's hyperparameters by this key; a model built from
+        # Python rather than the CLI lacks it, and `i2ibench test --ckpt_path` would reject it.
+        if "hyper_parameters" in checkpoint:
+            checkpoint["hyper_parameters"].setdefault("_class_path", f"{type(self).__module__}.{type(self).__qualname__}")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("i2ibench")

@@ -1,0 +1,1 @@
+"""Evaluation: the Inception extractor, the metric suite, content metrics and the EvaluationCallback."""

@@ -1,0 +1,156 @@
+"""EvaluationCallback: judges every method the same way, on 1 process or N.
+
+Lightning runs the validation / test loops; the method's `validation_step` / `test_step`
+return translations (`translate(batch, task)`), and this callback turns them into metrics:
+it knows tasks, never method internals. Validation runs every `check_val_every_n_epoch`
+epochs (Lightning's own interval) on the val split, or the test split when there is none (then
+tracked only, never used to pick a checkpoint); `i2ibench test` evaluates the test split.
+Under DDP each process translates its unpadded share, features are all-gathered by
+torchmetrics, every process computes the same numbers, and rank 0 writes the JSON record.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from i2ibench import files
+from i2ibench.data.tasks import parse_task
+from i2ibench.metrics.evaluator import Evaluator
+from i2ibench.metrics.record import build_record
+from i2ibench.metrics.suite import DistributionSettings
+
+log = logging.getLogger(__name__)
+
+LOGGED = ("fid", "kid_mean", "kid_std", "is_mean", "kernel_mmd2", "precision", "recall")
+
+
+class EvaluationCallback(Callback):
+    """Args:
+        method: the registered method name written into records (configs set it).
+        weights: Inception weights file (None: $I2IBENCH_INCEPTION_WEIGHTS, else the official download).
+        kid_subset_size, kid_subsets, is_splits, prc_neighborhood, seed: metric protocol settings.
+        lpips: LPIPS backbone (alex, vgg, squeeze), random-alex (plumbing tests only) or off.
+        output_dir: where JSON records go (default: <default_root_dir>/eval).
+        checkpoint_selection: how the evaluated checkpoint was chosen, for `test` records
+            (last, best-on-validation); in-training evaluations are marked `in-training`.
+    """
+
+    def __init__(self, method: str | None = None, weights: str | None = None, kid_subset_size: int | None = None,
+                 kid_subsets: int = 100, is_splits: int = 10, prc_neighborhood: int = 3, seed: int = 0,
+                 lpips: str = "alex", output_dir: str | None = None, checkpoint_selection: str = "last") -> None:
+        self.method, self.weights, self.lpips = method, weights, lpips
+        self.settings = DistributionSettings(kid_subset_size, kid_subsets, is_splits, prc_neighborhood, seed=seed)
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.checkpoint_selection = checkpoint_selection
+        self.evaluator: Evaluator | None = None
+        self.last_record: dict[str, Any] | None = None
+        self.records: list[Path] = []
+        self._active = False
+
+    # -- Lightning hooks -----------------------------------------------------------------------
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        every, max_epochs = trainer.check_val_every_n_epoch, trainer.max_epochs
+        if every and max_epochs and max_epochs > 0 and max_epochs % every:
+            log.warning(f"max_epochs ({max_epochs}) is not a multiple of check_val_every_n_epoch ({every}): "
+                        "the final epoch will not be evaluated during fit (run `i2ibench test` after it).")
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._begin(trainer, pl_module)
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._begin(trainer, pl_module)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._update(outputs, batch)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._update(outputs, batch)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self._finish(trainer, pl_module, trainer.datamodule.eval_split,
+                     "in-training" if trainer.state.fn == "fit" else self.checkpoint_selection)
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        self._finish(trainer, pl_module, "test", self.checkpoint_selection)
+
+    # -- the evaluation ------------------------------------------------------------------------
+    def _begin(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._active = not trainer.sanity_checking  # the sanity check translates, but is not scored
+        if not self._active:
+            return
+        if self.evaluator is None:
+            self.evaluator = Evaluator(self.weights, self.settings, self.lpips, pl_module.device)
+        self.evaluator.to(pl_module.device)
+        datamodule = trainer.datamodule
+        split = "test" if trainer.testing else datamodule.eval_split
+        references = {task: ("source", "gt") if datamodule.is_paired(split) else ("source",)
+                      for task in datamodule.eval_tasks()}
+        sync_device = pl_module.device if trainer.world_size > 1 else None
+        self.evaluator.begin(references, sync_device)
+        self._started = time.perf_counter()
+
+    def _update(self, fake: torch.Tensor, batch: dict) -> None:
+        if not self._active:
+            return
+        task = parse_task(batch["task"][0])
+        references = {"source": batch[task.source]}
+        if f"{task.target}_gt" in batch:
+            references["gt"] = batch[f"{task.target}_gt"]
+        self.evaluator.update(task.name, batch["index"], fake, **references)
+
+    def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str, selection: str) -> None:
+        if not self._active:
+            return
+        self._active = False
+        datamodule, strategy = trainer.datamodule, trainer.strategy
+        real, cached = {}, {}
+        for task in self.evaluator.suites:
+            target = parse_task(task).target
+            real[task], cached[target] = self.evaluator.real_features(
+                datamodule.images[split][target], datamodule.eval_transform.crop_size,
+                lambda: datamodule.real_dataloader(split, target),
+                agree=lambda hit: strategy.broadcast(hit, src=0), is_writer=trainer.is_global_zero,
+                barrier=strategy.barrier)
+        metrics, unavailable = self.evaluator.finish(real)
+        for task, values in metrics.items():
+            for name, value in values.items():
+                if value is not None and (name in LOGGED or name.split("_")[0] in ("ssim", "psnr", "lpips")):
+                    pl_module.log(f"{split}/{task}/{name}", float(value), sync_dist=True)
+        record = self._record(trainer, pl_module, split, selection, metrics, unavailable, cached)
+        self.last_record = record
+        if trainer.is_global_zero:
+            path = self._record_path(trainer, split, selection)
+            files.write_json(path, record)
+            self.records.append(path)
+
+    def _record(self, trainer, pl_module, split: str, selection: str, metrics: dict, unavailable: dict,
+                cached: dict) -> dict:
+        datamodule = trainer.datamodule
+        timings = {**self.evaluator.timings, "total_s": time.perf_counter() - self._started,
+                   "world_size": trainer.world_size, "real_features_cached": cached}
+        config = {
+            "model": {"class_path": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
+                      "init_args": dict(pl_module.hparams)},
+            "data": dict(datamodule.hparams),
+            "trainer": {"max_epochs": trainer.max_epochs, "precision": str(trainer.precision),
+                        "world_size": trainer.world_size, "accelerator": type(trainer.accelerator).__name__},
+        }
+        return build_record(
+            dataset={"name": str(datamodule.dataset), "root": str(datamodule.layout.root), "split": split,
+                     "paired": datamodule.is_paired(split)},
+            method=self.method or type(pl_module).__name__, config=config, seed=datamodule.seed,
+            step=trainer.global_step, epoch=trainer.current_epoch,
+            checkpoint={"selection": selection, "path": str(trainer.ckpt_path) if trainer.ckpt_path else None},
+            protocol=self.evaluator.card(datamodule.eval_transform.crop_size), metrics=metrics,
+            unavailable=unavailable, timings=timings)
+
+    def _record_path(self, trainer: pl.Trainer, split: str, selection: str) -> Path:
+        folder = self.output_dir or Path(trainer.default_root_dir) / "eval"
+        return folder / f"{split}-{selection}-epoch{trainer.current_epoch:04d}-step{trainer.global_step}.json"

@@ -1,0 +1,109 @@
+"""Content metrics: SSIM, PSNR and LPIPS between a translation and a reference image.
+
+References: the ground truth when the test split is paired (`gt`), the source image itself
+(`source`: content preservation), and for mask tasks the input outside the masks (`background`).
+Images are compared as saved 8-bit images scaled to [0, 1] (data range 1.0): SSIM with the
+Gaussian 11x11, sigma 1.5 window of Wang et al. 2004 (torchmetrics), PSNR per image, both
+averaged over images. LPIPS (Zhang et al. 2018, AlexNet v0.1, the `lpips` package) needs
+torchvision's ImageNet AlexNet; where it cannot be had, LPIPS is reported unavailable.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from i2ibench.metrics.inception import to_uint8
+from i2ibench.metrics.suite import IndexedSamples
+
+SSIM_WINDOW = {"gaussian_kernel": True, "sigma": 1.5, "kernel_size": 11}
+CONTENT_CARD = {
+    "ssim": "Gaussian window 11x11, sigma 1.5, K1 0.01, K2 0.03, data range 1.0 (8-bit images / 255), "
+            "mean over channels and the valid interior (5-pixel border dropped, as scikit-image), then over images",
+    "psnr": "per image, data range 1.0 (8-bit images / 255), mean over images",
+}
+
+
+def to_unit(images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """[-1, 1] images -> 8-bit quantised -> [0, 1] (what a saved image would give)."""
+    return to_uint8(images).to(dtype).div_(255.0)
+
+
+def ssim_per_image(x: Tensor, y: Tensor) -> Tensor:
+    """Mean SSIM over the valid interior of each image, as Wang et al.'s reference and scikit-image do.
+
+    torchmetrics (1.9) averages its map over the reflect-padded border as well, which at 64 px
+    changes the value by several percent; we take its full map and drop the 5-pixel border.
+    float32: within 1e-6 of float64 here, and float64 convolutions are ~13x slower on CPU.
+    """
+    _, ssim_map = structural_similarity_index_measure(to_unit(x), to_unit(y), data_range=1.0, reduction="none",
+                                                      return_full_image=True, **SSIM_WINDOW)
+    border = SSIM_WINDOW["kernel_size"] // 2
+    return ssim_map[..., border:-border, border:-border].mean(dim=(1, 2, 3))
+
+
+def psnr_per_image(x: Tensor, y: Tensor) -> Tensor:
+    return peak_signal_noise_ratio(to_unit(x, torch.float64), to_unit(y, torch.float64), data_range=1.0,
+                                   reduction="none", dim=(1, 2, 3))
+
+
+@lru_cache(maxsize=4)
+def load_lpips(net: str = "alex", random_backbone: bool = False):
+    """(LPIPS model or None, description). None comes with the reason it is unavailable.
+
+    `random_backbone` skips the ImageNet download and is only good for testing the plumbing.
+    """
+    import warnings
+
+    import lpips
+
+    try:
+        # Seeded: a random backbone must be the same network in every process and run.
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+            warnings.simplefilter("ignore", UserWarning)  # lpips calls torchvision's deprecated `pretrained=`
+            torch.manual_seed(0)
+            model = lpips.LPIPS(net=net, version="0.1", pnet_rand=random_backbone, verbose=False)
+    except Exception as err:  # torchvision's download fails without network access
+        return None, (f"LPIPS needs torchvision's ImageNet {net} weights, which could not be loaded "
+                      f"({type(err).__name__}: {str(err)[:120]}); put them in torch's hub cache "
+                      f"({torch.hub.get_dir()}/checkpoints) to enable LPIPS")
+    model.eval().requires_grad_(False)
+    description = f"lpips {net} v0.1" + (" with a RANDOM backbone, seed 0 (plumbing test only)" if random_backbone else "")
+    return model, description
+
+
+class ContentMetrics(IndexedSamples):
+    """Per-image SSIM / PSNR / LPIPS of translations against each named reference."""
+
+    def __init__(self, references: tuple[str, ...], lpips_model=None, sync_device: torch.device | None = None):
+        names = tuple(f"{metric}_{ref}" for ref in references for metric in ("ssim", "psnr", "lpips"))
+        super().__init__(names, sync_device)
+        self.references = references
+        self._lpips = [lpips_model]  # in a list: not a child module, so it is neither synced nor moved
+
+    @torch.no_grad()
+    def update(self, index: Tensor, fake: Tensor, **references: Tensor) -> None:  # type: ignore[override]
+        values = {}
+        lpips_model = self._lpips[0]
+        for ref in self.references:
+            target = references[ref].to(fake.device)
+            values[f"ssim_{ref}"] = ssim_per_image(fake, target)
+            values[f"psnr_{ref}"] = psnr_per_image(fake, target)
+            if lpips_model is not None:
+                lpips_model.to(fake.device)
+                values[f"lpips_{ref}"] = lpips_model(to_unit(fake) * 2 - 1, to_unit(target) * 2 - 1).flatten()
+            else:
+                values[f"lpips_{ref}"] = torch.full((len(fake),), float("nan"))
+        super().update(index, **values)
+
+    def means(self) -> dict[str, float | None]:
+        """Mean of each metric over images (None for LPIPS when it is unavailable)."""
+        per_image = self.compute()
+        out: dict[str, float | None] = {}
+        for name in self.names:
+            values = per_image[name]
+            out[name] = None if torch.isnan(values).all() else float(values.double().mean())
+        return out

@@ -1,0 +1,89 @@
+"""The EvaluationCallback end to end: records, cache, unavailable IS, and 1 vs 2 DDP processes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+
+from conftest import inception_weights, tiny_cyclegan, tiny_datamodule
+from test_methods_cyclegan import cpu_trainer, run_cli
+
+WEIGHTS = inception_weights()
+pytestmark = pytest.mark.skipif(WEIGHTS is None, reason="no Inception weights (set I2IBENCH_INCEPTION_WEIGHTS)")
+
+TINY_MODEL = ["--model.init_args.generator_args.ngf", "8", "--model.init_args.generator_args.n_blocks", "1",
+              "--model.init_args.discriminator_args.ndf", "8"]
+
+
+def odd_dataset(root: Path, builtin_root: Path, n_test: int = 7) -> Path:
+    """A small paired set with an odd number of test images (links to the built-in files)."""
+    for folder, count in (("trainA", 4), ("trainB", 4), ("testA", n_test), ("testB", n_test)):
+        (root / folder).mkdir(parents=True)
+        for src in sorted((builtin_root / folder).iterdir())[:count]:
+            os.symlink(src, root / folder / src.name)
+    return root
+
+
+def read_test_record(tmp_path: Path, run: str) -> dict:
+    paths = sorted((tmp_path / run / "eval").glob("test-last-*.json"))
+    assert len(paths) == 1, paths
+    return json.loads(paths[0].read_text())
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_give_the_same_numbers_as_one(tmp_path, builtin_root):
+    data = odd_dataset(tmp_path / "data", builtin_root)
+    pl.seed_everything(0)
+    trainer = cpu_trainer(tmp_path / "fit", max_epochs=1, limit_train_batches=2)
+    trainer.fit(tiny_cyclegan(), tiny_datamodule(data))
+    checkpoint = tmp_path / "tiny.ckpt"
+    trainer.save_checkpoint(checkpoint)
+
+    common = ["test", "--method", "cyclegan", *TINY_MODEL, "--data.dataset", str(data), "--data.load_size", "36",
+              "--data.crop_size", "32", "--data.num_workers", "0", "--data.eval_batch_size", "2",
+              "--ckpt_path", str(checkpoint), "--evaluation.lpips", "random-alex", "--evaluation.kid_subsets", "10",
+              "--evaluation.weights", str(WEIGHTS), "--wandb.enabled", "false",
+              "--trainer.enable_progress_bar", "false"]
+    # Two processes first: they extract the real features (sharded, gathered) and fill the cache ...
+    run_cli(common + ["--trainer.default_root_dir", str(tmp_path / "two"), "--trainer.devices", "2",
+                      "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"], cwd=tmp_path)
+    # ... one process then reads them from the cache.
+    run_cli(common + ["--trainer.default_root_dir", str(tmp_path / "one")], cwd=tmp_path)
+    two, one = read_test_record(tmp_path, "two"), read_test_record(tmp_path, "one")
+
+    assert two["timings"]["world_size"] == 2 and one["timings"]["world_size"] == 1
+    assert two["timings"]["real_features_cached"] == {"A": False, "B": False}
+    assert one["timings"]["real_features_cached"] == {"A": True, "B": True}
+    for task in ("A2B", "B2A"):
+        assert one["metrics"][task]["n_fake"] == two["metrics"][task]["n_fake"] == 7  # nothing padded or dropped
+        for name, value in one["metrics"][task].items():
+            if isinstance(value, float):
+                assert two["metrics"][task][name] == pytest.approx(value, rel=1e-5, abs=1e-9), (task, name)
+        assert "no classifier" in one["unavailable"][task]["is"]
+        assert one["metrics"][task]["is_mean"] is None
+        assert one["metrics"][task]["lpips_gt"] is not None  # random backbone: plumbing only, and said so
+    assert "RANDOM backbone" in one["protocol"]["lpips"]
+    assert one["protocol"]["weights_sha256"] == two["protocol"]["weights_sha256"]
+    assert one["checkpoint"]["selection"] == "last" and one["dataset"]["paired"] is True
+
+
+@pytest.mark.slow
+def test_in_training_evaluation_writes_records_and_reuses_real_features(tmp_path, builtin_root):
+    from i2ibench.metrics.callback import EvaluationCallback
+
+    data = odd_dataset(tmp_path / "data", builtin_root, n_test=5)
+    callback = EvaluationCallback(method="cyclegan", weights=str(WEIGHTS), lpips="off", kid_subsets=5)
+    trainer = cpu_trainer(tmp_path / "run", max_epochs=2, limit_train_batches=1, limit_val_batches=None,
+                          callbacks=[callback])
+    trainer.fit(tiny_cyclegan(), tiny_datamodule(data))
+    records = [json.loads(p.read_text()) for p in callback.records]
+    assert [r["epoch"] for r in records] == [0, 1]
+    assert all(r["checkpoint"]["selection"] == "in-training" and r["dataset"]["split"] == "test" for r in records)
+    assert records[0]["timings"]["real_features_cached"] == {"A": False, "B": False}
+    assert records[1]["timings"]["real_features_cached"] == {"A": True, "B": True}
+    assert records[0]["metrics"]["A2B"]["fid"] != records[1]["metrics"]["A2B"]["fid"]  # the model changed
+    assert "test/A2B/fid" in trainer.callback_metrics
