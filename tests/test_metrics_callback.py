@@ -81,7 +81,7 @@ def test_in_training_evaluation_writes_records_and_reuses_real_features(tmp_path
                           callbacks=[callback])
     trainer.fit(tiny_cyclegan(), tiny_datamodule(data))
     records = [json.loads(p.read_text()) for p in callback.records]
-    assert [r["epoch"] for r in records] == [0, 1]
+    assert [r["epoch"] for r in records] == [1, 2]  # epochs completed
     assert all(r["checkpoint"]["selection"] == "in-training" and r["dataset"]["split"] == "test" for r in records)
     assert records[0]["timings"]["real_features_cached"] == {"A": False, "B": False}
     assert records[1]["timings"]["real_features_cached"] == {"A": True, "B": True}

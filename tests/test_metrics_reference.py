@@ -78,6 +78,18 @@ def test_inception_score_equals_torch_fidelity_with_a_classifier(tmp_path, built
     assert ours["metrics"]["images"]["is_std"] == pytest.approx(theirs["inception_score_std"], rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.parametrize("n_real, n_fake", [(10, 12), (300, 200), (2100, 2100)])
+def test_fid_from_features_equals_torch_fidelity_statistics(n_real, n_fake):
+    """The small-set SVD route and torch-fidelity's eigenvalue route give the same FID (full rank too)."""
+    generator = torch.Generator().manual_seed(n_real)
+    scale = torch.rand(2048, generator=generator) * 2
+    real = torch.randn(n_real, 2048, generator=generator) * scale
+    fake = torch.randn(n_fake, 2048, generator=generator) * scale.flip(0) + 0.1
+    reference = D.frechet_distance(D.gaussian_statistics(real), D.gaussian_statistics(fake))
+    assert D.frechet_distance_from_features(real, fake) == pytest.approx(reference, rel=1e-6)
+    assert D.frechet_distance_from_features(real, fake, max_product=0) == pytest.approx(reference, rel=1e-12)
+
+
 def test_gaussian_mmd_equals_torch_fidelity_rbf_kernel():
     generator = torch.Generator().manual_seed(1)
     real = torch.randn(40, 16, generator=generator)

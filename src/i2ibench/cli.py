@@ -43,6 +43,8 @@ class I2IBenchCLI(LightningCLI):
         parser.add_argument("--wandb.group", type=str | None, default=None)
         parser.add_argument("--wandb.name", type=str | None, default=None)
         parser.add_argument("--wandb.tags", type=list[str], default=[])
+        parser.add_argument("--catalog", type=dict | None, default=None,
+                            help="dataset catalog metadata of configs/datasets/*.yaml (read by the bench, unused here)")
         parser.add_argument("--predict_dir", type=str | None, default=None,
                             help="predict: folder for translated images (default: <root>/predictions)")
         parser.link_arguments("seed_everything", "data.seed", compute_fn=lambda seed: seed if isinstance(seed, int) else 0)
@@ -92,11 +94,12 @@ def expand_method_shortcut(argv: list[str]) -> list[str]:
     return rest[:1] + ["--config", str(spec.config_path)] + rest[1:]
 
 
-def run_lightning(argv: list[str]) -> I2IBenchCLI:
+def build_cli(argv: list[str], run: bool = True) -> I2IBenchCLI:
+    """The suite's LightningCLI. `run=False` only builds model, datamodule and trainer (the bench)."""
     # Through sys.argv rather than `args=`: DDP's launcher re-runs sys.argv in each new process.
     sys.argv = [sys.argv[0], *expand_method_shortcut(argv)]
     return I2IBenchCLI(
-        TranslationModule, I2IDataModule, subclass_mode_model=True,
+        TranslationModule, I2IDataModule, subclass_mode_model=True, run=run,
         seed_everything_default=0, save_config_kwargs={"overwrite": True},
         trainer_defaults={"default_root_dir": "runs", "logger": True},
     )
@@ -122,5 +125,5 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n\nverbs: " + ", ".join([*LIGHTNING_VERBS, *verbs]))
         return 0
-    run_lightning(argv)
+    build_cli(argv)
     return 0

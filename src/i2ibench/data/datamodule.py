@@ -63,7 +63,7 @@ class I2IDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Find the layout and check every image the stage will read, before any training."""
         if self.layout is None:
-            self.layout = detect_layout(catalog.resolve(self.dataset))
+            self.layout = detect_layout(catalog.resolve(self.dataset, fetch=False))
         splits = {"fit": ("train", "val", "test"), "validate": ("val", "test")}.get(stage or "fit", ("test",))
         if stage in ("fit", None) and not self.layout.has_split("train"):
             raise DataError(f"{self.layout.root}: no train split; training needs "

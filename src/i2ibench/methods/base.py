@@ -32,6 +32,8 @@ class TranslationModule(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.automatic_optimization = False
+        self.epochs_completed = 0  # our own count: Lightning's checkpoint "epoch" is the index of the last one
+        self.loaded_checkpoint: dict | None = None
 
     # -- the contract --------------------------------------------------------------------------
     def translate(self, batch: dict, task: str) -> Tensor:
@@ -73,6 +75,7 @@ class TranslationModule(pl.LightningModule):
     # -- schedules and samples -----------------------------------------------------------------
     def on_train_epoch_end(self) -> None:
         # Runs before ModelCheckpoint saves, so a checkpoint holds the already-stepped schedulers.
+        self.epochs_completed = self.current_epoch + 1
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
             scheduler.step()
@@ -108,7 +111,8 @@ class TranslationModule(pl.LightningModule):
 
     # -- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["i2ibench"] = {"rng": rng_states(), "extra": self.extra_state()}
+        checkpoint["i2ibench"] = {"rng": rng_states(), "extra": self.extra_state(),
+                                  "epochs_completed": self.epochs_completed}
         # LightningCLI re-parses a checkpoint's hyperparameters by this key; a model built from
         # Python rather than the CLI lacks it, and `i2ibench test --ckpt_path` would reject it.
         if "hyper_parameters" in checkpoint:
@@ -117,6 +121,10 @@ class TranslationModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("i2ibench")
         if saved:
+            self.epochs_completed = saved["epochs_completed"]
+            # `trainer.test(ckpt_path=...)` does not restore the trainer's counters: evaluation
+            # records read the evaluated weights' epoch and step from here.
+            self.loaded_checkpoint = {"epoch": self.epochs_completed, "global_step": checkpoint.get("global_step")}
             set_rng_states(saved["rng"])
             self.load_extra_state(saved["extra"])
 

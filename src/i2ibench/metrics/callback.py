@@ -19,6 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import WandbLogger
 
 from i2ibench import files
 from i2ibench.data.tasks import parse_task
@@ -123,15 +124,36 @@ class EvaluationCallback(Callback):
             for name, value in values.items():
                 if value is not None and (name in LOGGED or name.split("_")[0] in ("ssim", "psnr", "lpips")):
                     pl_module.log(f"{split}/{task}/{name}", float(value), sync_dist=True)
-        record = self._record(trainer, pl_module, split, selection, metrics, unavailable, cached)
+        # One number to choose checkpoints by: the mean FID over the method's tasks.
+        pl_module.log(f"{split}/fid_mean", sum(v["fid"] for v in metrics.values()) / len(metrics), sync_dist=True)
+        epoch, step = self._position(trainer, pl_module)
+        record = self._record(trainer, pl_module, split, selection, metrics, unavailable, cached, epoch, step)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+                logger.experiment.config.update({"protocol": record["protocol"]}, allow_val_change=True)
         self.last_record = record
         if trainer.is_global_zero:
-            path = self._record_path(trainer, split, selection)
+            folder = self.output_dir or Path(trainer.default_root_dir) / "eval"
+            path = folder / f"{split}-{selection}-epoch{epoch:04d}-step{step}.json"
             files.write_json(path, record)
             self.records.append(path)
 
+    @staticmethod
+    def _position(trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[int, int]:
+        """(epochs completed, global step) of the evaluated weights.
+
+        In training, validation ends epoch `current_epoch`; a test of a checkpoint takes the
+        checkpoint's own counters (`TranslationModule.loaded_checkpoint`), not the trainer's.
+        """
+        if trainer.state.fn == "fit":
+            return trainer.current_epoch + 1, trainer.global_step
+        loaded = getattr(pl_module, "loaded_checkpoint", None)
+        if trainer.ckpt_path and loaded:
+            return loaded["epoch"], loaded["global_step"]
+        return getattr(pl_module, "epochs_completed", trainer.current_epoch), trainer.global_step
+
     def _record(self, trainer, pl_module, split: str, selection: str, metrics: dict, unavailable: dict,
-                cached: dict) -> dict:
+                cached: dict, epoch: int, step: int) -> dict:
         datamodule = trainer.datamodule
         timings = {**self.evaluator.timings, "total_s": time.perf_counter() - self._started,
                    "world_size": trainer.world_size, "real_features_cached": cached}
@@ -146,11 +168,7 @@ class EvaluationCallback(Callback):
             dataset={"name": str(datamodule.dataset), "root": str(datamodule.layout.root), "split": split,
                      "paired": datamodule.is_paired(split)},
             method=self.method or type(pl_module).__name__, config=config, seed=datamodule.seed,
-            step=trainer.global_step, epoch=trainer.current_epoch,
+            step=step, epoch=epoch,
             checkpoint={"selection": selection, "path": str(trainer.ckpt_path) if trainer.ckpt_path else None},
             protocol=self.evaluator.card(datamodule.eval_transform.crop_size), metrics=metrics,
             unavailable=unavailable, timings=timings)
-
-    def _record_path(self, trainer: pl.Trainer, split: str, selection: str) -> Path:
-        folder = self.output_dir or Path(trainer.default_root_dir) / "eval"
-        return folder / f"{split}-{selection}-epoch{trainer.current_epoch:04d}-step{trainer.global_step}.json"

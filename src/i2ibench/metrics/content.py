@@ -101,7 +101,7 @@ class ContentMetrics(IndexedSamples):
 
     def means(self) -> dict[str, float | None]:
         """Mean of each metric over images (None for LPIPS when it is unavailable)."""
-        per_image = self.compute()
+        per_image = self.ordered()
         out: dict[str, float | None] = {}
         for name in self.names:
             values = per_image[name]

@@ -1,11 +1,14 @@
 """Distribution metrics as small pure functions: features -> statistics -> score.
 
 FID, KID, IS and precision/recall reuse torch-fidelity's own math; statistics are float64.
-The Gaussian-kernel MMD is written here because no maintained library computes it on
-features in blocks (needed to keep memory flat at 50k images).
+Everything works on bounded chunks of the float32 features, so the working memory stays
+small next to the features themselves (benchmarks/metrics_memory.py: 50k images). The
+Gaussian-kernel MMD is written here because no maintained library computes it in blocks.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -18,15 +21,43 @@ from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, p
 FID_FULL_RANK = 2048  # fewer samples than feature dimensions: a rank-deficient covariance
 
 
+ROWS = 1024  # rows of float32 features converted to float64 at a time
+
+
 def gaussian_statistics(features: Tensor) -> dict[str, np.ndarray]:
-    """Mean and covariance in float64 (torch-fidelity's statistics format)."""
-    array = features.double().numpy()
-    return {"mu": array.mean(axis=0), "sigma": np.cov(array, rowvar=False)}
+    """Mean and covariance in float64 (torch-fidelity's statistics format), two passes over row chunks."""
+    mean = sum(chunk.double().sum(0) for chunk in features.split(ROWS)) / len(features)
+    covariance = torch.zeros(features.shape[1], features.shape[1], dtype=torch.float64)
+    for chunk in features.split(ROWS):
+        centred = chunk.double() - mean
+        covariance.addmm_(centred.T, centred)
+    return {"mu": mean.numpy(), "sigma": (covariance / (len(features) - 1)).numpy()}
 
 
 def frechet_distance(real_stats: dict, fake_stats: dict) -> float:
     """FID from two sets of statistics: torch-fidelity's statistics-to-metric function."""
     return float(fid_statistics_to_metric(real_stats, fake_stats, verbose=False)[KEY_METRIC_FID])
+
+
+def frechet_distance_from_features(real: Tensor, fake: Tensor, max_product: int = 4096 * 4096) -> float:
+    """FID from features, exact, in float64.
+
+    For small sets it uses tr sqrt(S_r S_f) = ||A B^T||_* / sqrt((n_r - 1)(n_f - 1)), with A, B the
+    centred feature matrices: the nonzero eigenvalues of S_r S_f are the squared singular values
+    of that n_r x n_f matrix, so an SVD of (say) 100 x 100 replaces the eigen-decomposition of a
+    non-symmetric 2048 x 2048 product (about 1000x faster at N = 100, and no complex rounding).
+    Larger sets go through torch-fidelity's statistics-to-metric function.
+    """
+    n_real, n_fake = len(real), len(fake)
+    if n_real * n_fake > max_product:
+        return frechet_distance(gaussian_statistics(real), gaussian_statistics(fake))
+    real64, fake64 = real.double(), fake.double()
+    mean_gap = real64.mean(0) - fake64.mean(0)
+    centred_real, centred_fake = real64 - real64.mean(0), fake64 - fake64.mean(0)
+    trace_real = centred_real.square().sum() / (n_real - 1)
+    trace_fake = centred_fake.square().sum() / (n_fake - 1)
+    trace_sqrt = torch.linalg.svdvals(centred_real @ centred_fake.T).sum() / math.sqrt((n_real - 1) * (n_fake - 1))
+    return float(mean_gap @ mean_gap + trace_real + trace_fake - 2.0 * trace_sqrt)
 
 
 def kid_subset_size(n_real: int, n_fake: int, requested: int | None = None) -> int:
@@ -42,19 +73,25 @@ def kernel_inception_distance(real: Tensor, fake: Tensor, subset_size: int, subs
     The per-subset MMD is torch-fidelity's `kernel_mmd` (d^-1 x.y + 1)^3, computed in float64.
     """
     generator = torch.Generator().manual_seed(seed)
-    real64, fake64 = real.double().numpy(), fake.double().numpy()
     values = np.empty(subsets)
     for i in range(subsets):
-        pick_real = torch.randperm(len(real64), generator=generator)[:subset_size].numpy()
-        pick_fake = torch.randperm(len(fake64), generator=generator)[:subset_size].numpy()
-        values[i] = kernel_mmd(real64[pick_real], fake64[pick_fake], verbose=False)
+        pick_real = torch.randperm(len(real), generator=generator)[:subset_size]
+        pick_fake = torch.randperm(len(fake), generator=generator)[:subset_size]
+        values[i] = kernel_mmd(real[pick_real].double().numpy(), fake[pick_fake].double().numpy())
     return float(values.mean()), float(values.std())
 
 
 def inception_score(logits: Tensor, splits: int, seed: int) -> tuple[float, float]:
-    """IS (Salimans et al. 2016) from logits: torch-fidelity's function, `splits` shuffled splits."""
-    result = isc_features_to_metric(logits, splits=splits, shuffle=True, rng_seed=seed)
-    return float(result[KEY_METRIC_ISC_MEAN]), float(result[KEY_METRIC_ISC_STD])
+    """IS (Salimans et al. 2016) from logits over `splits` shuffled splits, as torch-fidelity computes it.
+
+    torch-fidelity's function converts all logits to float64 at once (1.2 GB at 50k images);
+    we draw its permutation ourselves and hand it one split at a time, which gives the same numbers.
+    """
+    n = len(logits)
+    order = torch.from_numpy(np.random.RandomState(seed).permutation(n))
+    scores = [isc_features_to_metric(logits[order[i * n // splits:(i + 1) * n // splits]], splits=1,
+                                     shuffle=False)[KEY_METRIC_ISC_MEAN] for i in range(splits)]
+    return float(np.mean(scores)), float(np.std(scores))
 
 
 def median_distance(features: Tensor, max_samples: int, seed: int) -> float:
@@ -72,17 +109,17 @@ def gaussian_mmd2(real: Tensor, fake: Tensor, bandwidth: float, block: int = 102
     """Unbiased MMD^2 with k(x, y) = exp(-|x - y|^2 / (2 bandwidth^2)) (Gretton et al. 2012).
 
     Xu et al. 2018 ("An empirical study on evaluation metrics of GANs") report this kernel MMD
-    on convolutional features. Kernel sums are accumulated in blocks of `block` rows, so memory
-    stays at block x N whatever N is; float64 throughout.
+    on convolutional features. Kernel sums are accumulated over block x block tiles in float64,
+    so memory stays flat whatever N is.
     """
     gamma = 1.0 / (2.0 * bandwidth * bandwidth)
 
     def kernel_sum(x: Tensor, y: Tensor) -> float:
         total = 0.0
-        y64 = y.double()
-        for start in range(0, len(x), block):
-            d2 = torch.cdist(x[start:start + block].double(), y64).square_()
-            total += float(torch.exp(-gamma * d2).sum())
+        for x_block in x.split(block):
+            x64 = x_block.double()
+            for y_block in y.split(block):
+                total += float(torch.exp(-gamma * torch.cdist(x64, y_block.double()).square_()).sum())
         return total
 
     m, n = len(real), len(fake)
@@ -96,9 +133,9 @@ def gaussian_mmd2(real: Tensor, fake: Tensor, bandwidth: float, block: int = 102
 def precision_recall(real: Tensor, fake: Tensor, neighborhood: int) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019): torch-fidelity's k-NN manifolds.
 
-    Computed in row batches (torch-fidelity's memory-saving path), so memory stays flat.
+    Computed in row batches of 256 (torch-fidelity's memory-saving path): 256 x N distances at a time.
     """
-    result = prc_features_to_metric(fake, real, prc_neighborhood=neighborhood, prc_batch_size=1024,
+    result = prc_features_to_metric(fake, real, prc_neighborhood=neighborhood, prc_batch_size=256,
                                     save_cpu_ram=True, verbose=False)
     return float(result[KEY_METRIC_PRECISION]), float(result[KEY_METRIC_RECALL])
 

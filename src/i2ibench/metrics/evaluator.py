@@ -90,7 +90,7 @@ class Evaluator:
             store = IndexedSamples(("features",), self._sync_device)
             for batch in batches():
                 store.update(batch["index"], features=self.extractor(to_uint8(batch["image"]))[0])
-            features = store.compute()["features"]
+            features = store.ordered()["features"]
             if is_writer:
                 cache.save(key, features, paths)
             barrier()

@@ -52,8 +52,17 @@ def device_sync_fn(device: torch.device | None) -> Callable | None:
     return gather
 
 
+BLOCK_ROWS = 8192  # batches are merged into blocks this tall (64 MB of pool3 features)
+
+
 class IndexedSamples(Metric):
-    """Per-sample tensors keyed by dataset index; `compute()` returns them in index order, synced."""
+    """Per-sample tensors keyed by dataset index; `compute()` returns them in index order, synced.
+
+    Small per-batch tensors are merged into blocks of BLOCK_ROWS as they arrive. Blocks are
+    larger than glibc's largest mmap threshold (32 MB), so they are mmapped and really given
+    back to the OS when freed; thousands of freed batch tensors would instead stay in the heap
+    and double the memory of a 50k-image evaluation when the states are finally merged.
+    """
 
     full_state_update = False
 
@@ -63,18 +72,67 @@ class IndexedSamples(Metric):
         self.add_state("index", default=[], dist_reduce_fx="cat")
         for name in names:
             self.add_state(name, default=[], dist_reduce_fx="cat")
+        self._unmerged_items = self._unmerged_rows = 0
 
     def update(self, index: Tensor, **values: Tensor) -> None:
         self.index.append(index.detach().long().cpu())
         for name in self.names:
             getattr(self, name).append(values[name].detach().float().cpu())
+        self._unmerged_items += 1
+        self._unmerged_rows += len(index)
+        if self._unmerged_rows >= BLOCK_ROWS:
+            for name in ("index", *self.names):
+                state = getattr(self, name)
+                block = torch.cat(state[-self._unmerged_items:])
+                del state[-self._unmerged_items:]
+                state.append(block)
+            self._unmerged_items = self._unmerged_rows = 0
+
+    def reset(self) -> None:
+        super().reset()
+        self._unmerged_items = self._unmerged_rows = 0
 
     def compute(self) -> dict[str, Tensor]:
+        raise NotImplementedError("use ordered(): torchmetrics clones whatever compute() returns, "
+                                  "which would double the memory of a large evaluation")
+
+    def ordered(self) -> dict[str, Tensor]:
+        """Every state as one tensor in dataset-index order, gathered from all processes.
+
+        The chunks are written straight into their sorted rows of one preallocated tensor and
+        released as they go, so a 50k-image state never exists twice in memory. Under DDP the
+        gathered states are merged and the process's own states restored afterwards.
+        """
+        self.sync(dist_sync_fn=self.dist_sync_fn)  # a no-op outside DDP
+        synced = self._is_synced
+        try:
+            return self._merge_in_index_order()
+        finally:
+            if synced:
+                self.unsync()
+
+    def _merge_in_index_order(self) -> dict[str, Tensor]:
         index = _cat(self.index)
-        order = torch.argsort(index)
         if len(torch.unique(index)) != len(index):
             raise RuntimeError("an evaluation sample was seen twice; the evaluation sampler must not pad")
-        return {"index": index[order], **{name: _cat(getattr(self, name))[order] for name in self.names}}
+        order = torch.argsort(index)
+        position = torch.empty_like(order)
+        position[order] = torch.arange(len(index))
+        result = {"index": index[order]}
+        for name in self.names:
+            chunks = getattr(self, name)
+            chunks = chunks if isinstance(chunks, list) else [chunks]  # after a DDP sync: one tensor
+            merged = torch.empty((len(index), *chunks[0].shape[1:]), dtype=chunks[0].dtype)
+            start = 0
+            while chunks:
+                chunk = chunks.pop(0)
+                merged.index_copy_(0, position[start:start + len(chunk)], chunk)
+                start += len(chunk)
+            setattr(self, name, [merged])
+            result[name] = merged
+        self.index = [result["index"]]
+        self._unmerged_items = self._unmerged_rows = 0
+        return result
 
 
 def _cat(states: list[Tensor] | Tensor) -> Tensor:
@@ -86,14 +144,18 @@ class MetricSuite(IndexedSamples):
 
     def __init__(self, settings: DistributionSettings | None = None, sync_device: torch.device | None = None,
                  is_unavailable: str | None = None) -> None:
-        super().__init__(("features", "logits"), sync_device)
+        # Without a usable classifier the logits are not kept (200 MB at 50k images).
+        super().__init__(("features",) if is_unavailable else ("features", "logits"), sync_device)
         self.settings = settings or DistributionSettings()
         self.is_unavailable = is_unavailable
 
+    def update(self, index: Tensor, **values: Tensor) -> None:  # type: ignore[override]
+        super().update(index, **{name: values[name] for name in self.names})
+
     def score(self, real_features: Tensor) -> tuple[dict[str, float | None], dict[str, str]]:
         """Every distribution metric against the real features; also the reasons for unavailable ones."""
-        fake = self.compute()
-        return distribution_metrics(real_features, fake["features"], fake["logits"], self.settings,
+        fake = self.ordered()
+        return distribution_metrics(real_features, fake["features"], fake.get("logits"), self.settings,
                                     self.is_unavailable)
 
 
@@ -106,7 +168,7 @@ def distribution_metrics(real: Tensor, fake: Tensor, fake_logits: Tensor | None,
     metrics: dict[str, float | None] = {"n_real": n_real, "n_fake": n_fake,
                                         "fid_rank_deficient": min(n_real, n_fake) < D.FID_FULL_RANK}
     unavailable: dict[str, str] = {}
-    metrics["fid"] = D.frechet_distance(D.gaussian_statistics(real), D.gaussian_statistics(fake))
+    metrics["fid"] = D.frechet_distance_from_features(real, fake)
 
     subset = D.kid_subset_size(n_real, n_fake, settings.kid_subset_size)
     metrics["kid_subset_size"] = subset

@@ -1,0 +1,131 @@
+"""`i2ibench bench`: every applicable method x seed on one dataset under one protocol, then tables.
+
+A protocol (`configs/bench/<name>.yaml`) fixes the seeds, the image size and the LightningCLI
+overrides of every run (smoke: minutes on a CPU; paper: each method as published). Runs live
+in `runs/<dataset>/<protocol>/<method>/seed<k>/`; a finished run has `done.json` and is
+skipped, an interrupted one resumes from its last checkpoint. Tables are written by
+`bench.report` from the evaluation records alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from i2ibench.bench import report
+from i2ibench.bench.run_one import DONE
+from i2ibench.data import catalog
+from i2ibench.data.folders import Layout, detect_layout
+from i2ibench.registry import CONFIG_DIR, METHODS, MethodSpec, load_all
+
+
+@dataclass(frozen=True)
+class Run:
+    method: MethodSpec
+    seed: int
+    root: Path
+
+    @property
+    def done(self) -> bool:
+        return (self.root / DONE).is_file()
+
+
+def load_protocol(name: str) -> dict[str, Any]:
+    """configs/bench/<name>.yaml, or a protocol YAML file given by path."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIG_DIR / "bench" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONFIG_DIR / "bench").glob("*.yaml"))
+        raise SystemExit(f"unknown protocol {name!r}; known: {', '.join(known)} (or a path to a protocol YAML)")
+    return yaml.safe_load(path.read_text())
+
+
+def not_applicable(spec: MethodSpec, layout: Layout) -> str | None:
+    """Why a method cannot run on a dataset of this layout (None when it can)."""
+    if spec.dataset_mode == "mask" and not layout.has_masks:
+        return "needs instance masks (trainA_seg/ ...); this dataset has none"
+    if spec.dataset_mode == "two-domain" and len(layout.domains) != 2:
+        return f"translates between two domains; this dataset has {len(layout.domains)}"
+    return None
+
+
+def dataset_label(dataset: str) -> str:
+    return dataset if dataset in catalog.entries() else Path(dataset).expanduser().resolve().name
+
+
+def run_arguments(run: Run, dataset: str, protocol: dict, layout: Layout, extra: list[str]) -> list[str]:
+    """The LightningCLI arguments of one run: dataset config, method config, then protocol overrides."""
+    args: list[str] = []
+    entry = catalog.entries().get(dataset)
+    if entry is not None:
+        args += ["--config", str(entry.config)]
+    args += ["--config", str(run.method.config_path), "--data.dataset", dataset]
+    size = protocol.get("image_size")
+    if size:  # CycleGAN's resize-then-crop ratio, 286 / 256, at the protocol's size
+        args += ["--data.crop_size", str(size), "--data.load_size", str(round(size * 286 / 256))]
+    overrides = {**protocol.get("args", {}), **protocol.get("methods", {}).get(run.method.name, {})}
+    for key, value in overrides.items():
+        args += [f"--{key}", json.dumps(value) if isinstance(value, (list, dict, bool)) else str(value)]
+    label = dataset_label(dataset)
+    args += ["--seed_everything", str(run.seed), "--trainer.default_root_dir", str(run.root),
+             "--evaluation.method", run.method.name,
+             "--wandb.group", f"{label}/{protocol['protocol']}", "--wandb.name", f"{run.method.name}/seed{run.seed}",
+             "--wandb.tags", json.dumps([run.method.name, label, protocol["protocol"]])]
+    if layout.has_split("val"):  # keep the best checkpoint on validation FID as well as the last one
+        args += ["--checkpoint.monitor", "val/fid_mean", "--checkpoint.mode", "min",
+                 "--checkpoint.save_top_k", "1", "--checkpoint.filename", "best"]
+    return args + extra
+
+
+def plan(dataset: str, protocol: dict, methods: list[str] | None, seeds: list[int] | None,
+         runs_dir: Path) -> tuple[Layout, list[Run], dict[str, str]]:
+    load_all()
+    layout = detect_layout(catalog.resolve(dataset))
+    names = methods or METHODS.names()
+    skipped = {}
+    runs = []
+    base = runs_dir / dataset_label(dataset) / protocol["protocol"]
+    for name in names:
+        spec = METHODS.get(name)
+        if reason := not_applicable(spec, layout):
+            skipped[name] = reason
+            continue
+        runs += [Run(spec, seed, base / name / f"seed{seed}") for seed in (seeds or protocol["seeds"])]
+    return layout, runs, skipped
+
+
+def bench(dataset: str, protocol_name: str = "smoke", methods: list[str] | None = None,
+          seeds: list[int] | None = None, results_dir: Path = Path("results"), runs_dir: Path = Path("runs"),
+          extra: list[str] | None = None) -> int:
+    protocol = load_protocol(protocol_name)
+    layout, runs, skipped = plan(dataset, protocol, methods, seeds, runs_dir)
+    failed = {}
+    for i, run in enumerate(runs, 1):
+        label = f"[{i}/{len(runs)}] {run.method.name} seed {run.seed}"
+        if run.done:
+            print(f"{label}: done earlier, skipped ({run.root})", flush=True)
+            continue
+        print(f"{label}: {'resuming' if (run.root / 'checkpoints' / 'last.ckpt').is_file() else 'starting'} "
+              f"in {run.root}", flush=True)
+        start = time.perf_counter()
+        command = [sys.executable, "-m", "i2ibench.bench.run_one",
+                   *run_arguments(run, dataset, protocol, layout, extra or [])]
+        result = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if result.returncode != 0 or not run.done:
+            failed[run.method.name] = f"run failed (exit {result.returncode}); see the output above and {run.root}"
+        print(f"{label}: {'failed' if run.method.name in failed else 'finished'} in "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
+    out = results_dir / dataset_label(dataset) / protocol["protocol"]
+    report.write_results(out, [run.root for run in runs], skipped, failed)
+    print(f"\nresults: {out}/results.md")
+    wandb_runs = sorted({str(p.parent) for run in runs for p in (run.root / "wandb").glob("offline-run-*/run-*.wandb")})
+    if wandb_runs:
+        print("upload the W&B runs later with:\n  wandb sync " + " ".join(wandb_runs))
+    return 1 if failed else 0

@@ -1,0 +1,86 @@
+"""Result tables from records: aggregation over seeds, best marks, protocol marks, compare."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from i2ibench import files
+from i2ibench.bench import report
+
+CARD = {"image_size": 64, "weights_sha256": "abc", "kid_subsets": 100, "lpips": "unavailable: no weights"}
+
+
+def record(method: str, seed: int, fid: float, ssim: float, selection: str = "last", card: dict | None = None,
+           epoch: int = 3) -> dict:
+    return {"schema": "i2ibench.eval/1", "dataset": {"name": "toy", "split": "test"}, "method": method, "seed": seed,
+            "epoch": epoch, "step": 10 * epoch, "checkpoint": {"selection": selection, "path": None},
+            "protocol": card or CARD,
+            "metrics": {"A2B": {"n_real": 5, "n_fake": 5, "fid": fid, "kid_mean": fid / 1000, "ssim_gt": ssim,
+                                "psnr_gt": "inf", "lpips_gt": None, "is_mean": None}},
+            "unavailable": {"A2B": {"is": "no classifier", "lpips_gt": "no weights"}}}
+
+
+def write_runs(root: Path, records: list[dict]) -> list[Path]:
+    runs = []
+    for i, r in enumerate(records):
+        run = root / r["method"] / f"seed{r['seed']}"
+        files.write_json(run / "eval" / f"{r['checkpoint']['selection']}-{i}.json", r)
+        runs.append(run)
+    return sorted(set(runs))
+
+
+def test_mean_and_std_over_seeds_and_best_marks(tmp_path):
+    runs = write_runs(tmp_path / "runs", [record("cyclegan", 0, 50.0, 0.40), record("cyclegan", 1, 54.0, 0.44),
+                                          record("ssim-lsgan", 0, 60.0, 0.50), record("ssim-lsgan", 1, 62.0, 0.52)])
+    out = tmp_path / "results" / "toy" / "smoke"
+    report.write_results(out, runs, skipped={"stargan-v2": "needs 3 domains"}, failed={})
+    summary = json.loads((out / "results.json").read_text())["summary"]["last"]["A2B"]
+    assert summary["cyclegan"]["fid"]["mean"] == pytest.approx(52.0)
+    assert summary["cyclegan"]["fid"]["std"] == pytest.approx(statistics.stdev([50.0, 54.0]))
+    assert summary["ssim-lsgan"]["ssim_gt"]["mean"] == pytest.approx(0.51)
+    table = (out / "results.md").read_text()
+    cyclegan_row = next(line for line in table.splitlines() if line.startswith("| cyclegan"))
+    lsgan_row = next(line for line in table.splitlines() if line.startswith("| ssim-lsgan"))
+    assert "**52 ± 2.8**" in cyclegan_row  # lower FID is better: cyclegan's is bold
+    assert "**0.51 ± 0.014**" in lsgan_row  # higher SSIM is better: ssim-lsgan's is bold
+    assert "FID ↓" in table and "SSIM(gt) ↑" in table
+    assert "stargan-v2 | not applicable: needs 3 domains" in table
+    assert "no classifier" in table  # why IS is missing is said, not hidden
+    assert "inf" in cyclegan_row  # identical images: PSNR is infinite, shown as such
+    csv_rows = (out / "results.csv").read_text().splitlines()
+    assert csv_rows[0].startswith("dataset,method,seed") and len(csv_rows) == 1 + 4 * 8
+
+
+def test_rows_under_another_protocol_card_are_marked(tmp_path):
+    other = {**CARD, "image_size": 128}
+    runs = write_runs(tmp_path / "runs", [record("cyclegan", 0, 50.0, 0.4), record("densenet-cyclegan", 0, 40.0, 0.3),
+                                          record("inception-cyclegan", 0, 45.0, 0.35, card=other)])
+    out = tmp_path / "out"
+    report.write_results(out, runs, {}, {})
+    table = (out / "results.md").read_text()
+    assert "| inception-cyclegan † |" in table and "| cyclegan |" in table
+    assert '"image_size": 128' in table
+
+
+def test_compare_shows_differences_and_marks_card_changes(tmp_path):
+    a_runs = write_runs(tmp_path / "a", [record("cyclegan", 0, 50.0, 0.4), record("ssim-lsgan", 0, 60.0, 0.5)])
+    b_runs = write_runs(tmp_path / "b", [record("cyclegan", 0, 45.0, 0.42),
+                                         record("ssim-lsgan", 0, 58.0, 0.5, card={**CARD, "kid_subsets": 10})])
+    report.write_results(tmp_path / "ra", a_runs, {}, {})
+    report.write_results(tmp_path / "rb", b_runs, {}, {})
+    table = report.compare(tmp_path / "ra", tmp_path / "rb")
+    fid_row = next(line for line in table.splitlines() if "| cyclegan |" in line and "FID" in line)
+    assert "| 50 | 45 | -5 |" in fid_row
+    assert any("ssim-lsgan †" in line for line in table.splitlines())
+    assert "not a like-for-like comparison" in table
+
+
+def test_training_curves_are_plotted_from_in_training_records(tmp_path):
+    records = [record("cyclegan", 0, fid, 0.4, selection="in-training", epoch=e) for e, fid in enumerate([90, 70, 60])]
+    runs = write_runs(tmp_path / "runs", records + [record("cyclegan", 0, 60, 0.4)])
+    report.write_results(tmp_path / "out", runs, {}, {})
+    assert (tmp_path / "out" / "plots" / "fid.png").stat().st_size > 1000
