@@ -19,11 +19,13 @@ export I2IBENCH_INCEPTION_WEIGHTS ?= $(abspath $(SHARED_WEIGHTS))
 endif
 export WANDB_MODE ?= offline
 
-.PHONY: help setup test bench compare clean
+ABLATION ?= identity_mu
+
+.PHONY: help setup test bench ablation compare clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  variables: DATASET=$(DATASET) PROTOCOL=$(PROTOCOL) METHODS=<a,b> SEEDS=<0,1,2> A=<results> B=<results>"
+	@echo "  variables: DATASET=$(DATASET) PROTOCOL=$(PROTOCOL) METHODS=<a,b> SEEDS=<0,1,2> ABLATION=$(ABLATION) A=<results> B=<results>"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +41,9 @@ test: $(STAMP) ## run the test suite
 bench: $(STAMP) ## train and evaluate every applicable method on DATASET; tables under results/
 	$(BIN)/i2ibench bench --dataset $(DATASET) --protocol $(PROTOCOL) \
 		$(if $(METHODS),--methods $(METHODS)) $(if $(SEEDS),--seeds $(SEEDS))
+
+ablation: $(STAMP) ## sweep one setting as a W&B group: make ablation ABLATION=identity_mu (configs/ablations/)
+	$(BIN)/i2ibench bench --ablation configs/ablations/$(ABLATION).yaml $(if $(SEEDS),--seeds $(SEEDS))
 
 compare: $(STAMP) ## side-by-side table of two result folders: make compare A=... B=...
 	$(BIN)/i2ibench compare $(A) $(B)

@@ -2,8 +2,9 @@
 
 Run: `python benchmarks/metrics_memory.py [--n 50000]`. The features are synthetic (Inception
 on 50k images takes hours on a CPU) but flow through the same MetricSuite states, in batches of
-64 as an evaluation feeds them, and through the same scoring code. Prints peak RSS and the time
-of each step; target (issue 3): under 2 GB per process at N = 50k.
+64 as an evaluation feeds them, and through the same metric functions as MetricSuite.score, one
+at a time. Prints each step's time and extra resident memory, and the peak; target (issue 3):
+under 2 GB per process at N = 50k.
 Writes results/perf/metrics_memory.json.
 """
 
@@ -13,12 +14,14 @@ import argparse
 import os
 import platform
 import resource
+import threading
 import time
 from pathlib import Path
 
 import torch
 
 from i2ibench import files
+from i2ibench.metrics import distribution as D
 from i2ibench.metrics.suite import DistributionSettings, MetricSuite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +29,31 @@ REPO = Path(__file__).resolve().parents[1]
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class RssSampler:
+    """The largest resident size seen while a block runs (sampled every 5 ms by a thread)."""
+
+    def __enter__(self) -> "RssSampler":
+        self.start, self.peak, self._running = current_rss_mb(), current_rss_mb(), True
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self._running:
+            self.peak = max(self.peak, current_rss_mb())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc) -> None:
+        self._running = False
+        self._thread.join()
+        self.peak = max(self.peak, current_rss_mb())
 
 
 def main() -> None:
@@ -47,9 +75,25 @@ def main() -> None:
     steps["accumulate_s"] = time.perf_counter() - start
     steps["after_accumulate_rss_mb"] = peak_rss_mb()
 
-    start = time.perf_counter()
-    metrics, unavailable = suite.score(real)
-    steps["score_s"] = time.perf_counter() - start
+    fake = suite.ordered()
+    steps["after_merge_rss_mb"] = current_rss_mb()
+    settings = suite.settings
+    subset = D.kid_subset_size(len(real), len(fake["features"]), settings.kid_subset_size)
+    metric_steps = {
+        "fid": lambda: D.frechet_distance_from_features(real, fake["features"]),
+        "kid": lambda: D.kernel_inception_distance(real, fake["features"], subset, settings.kid_subsets, 0),
+        "is": lambda: D.inception_score(fake["logits"], settings.is_splits, 0),
+        "mmd": lambda: D.gaussian_mmd2(real, fake["features"], D.median_distance(real, 2000, 0)),
+        "precision_recall": lambda: D.precision_recall(real, fake["features"], settings.prc_neighborhood),
+    }
+    metrics = {}
+    for name, compute in metric_steps.items():  # the steps of MetricSuite.score, one at a time
+        start = time.perf_counter()
+        with RssSampler() as rss:
+            metrics[name] = compute()
+        steps[f"{name}_s"] = time.perf_counter() - start
+        steps[f"{name}_extra_rss_mb"] = rss.peak - rss.start
+        print(f"{name:18s}{steps[f'{name}_s']:8.1f} s  +{rss.peak - rss.start:6.0f} MB", flush=True)
     steps["peak_rss_mb"] = peak_rss_mb()
     result = {"n": args.n, "machine": {"cpu": platform.machine(), "cores": os.cpu_count(),
                                        "torch": torch.__version__},

@@ -43,6 +43,7 @@ class I2IBenchCLI(LightningCLI):
         parser.add_argument("--wandb.group", type=str | None, default=None)
         parser.add_argument("--wandb.name", type=str | None, default=None)
         parser.add_argument("--wandb.tags", type=list[str], default=[])
+        parser.add_argument("--wandb.config", type=dict, default={}, help="extra W&B config fields (e.g. an ablation value)")
         parser.add_argument("--catalog", type=dict | None, default=None,
                             help="dataset catalog metadata of configs/datasets/*.yaml (read by the bench, unused here)")
         parser.add_argument("--predict_dir", type=str | None, default=None,
@@ -56,7 +57,7 @@ class I2IBenchCLI(LightningCLI):
             loggers = [CSVLogger(str(root), name="csv")]
             if settings.enabled:
                 loggers.append(WandbLogger(save_dir=str(root), project=settings.project, group=settings.group,
-                                           name=settings.name, tags=list(settings.tags),
+                                           name=settings.name, tags=list(settings.tags), config=dict(settings.config),
                                            offline=os.environ.get("WANDB_MODE") == "offline"))
             config["logger"] = loggers
         config["strategy"] = gan_ddp_strategy(config.get("strategy"))

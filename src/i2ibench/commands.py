@@ -24,13 +24,15 @@ def _names(text: str) -> list[str]:
 
 
 def _bench(argv: list[str]) -> int:
-    from i2ibench.bench.runner import bench
+    from i2ibench.bench.runner import ablate, bench
 
     parser = argparse.ArgumentParser(prog="i2ibench bench", description=(
         "Train and evaluate every applicable method x seed on one dataset, then write result tables. "
         "Arguments after `--` go to every run's LightningCLI (e.g. -- --trainer.accelerator gpu)."))
-    parser.add_argument("--dataset", default="builtin", help="catalog name (see `i2ibench data list`) or a folder")
-    parser.add_argument("--protocol", default="smoke", help="configs/bench/<protocol>.yaml: smoke or paper")
+    parser.add_argument("--dataset", default=None, help="catalog name (see `i2ibench data list`) or a folder "
+                                                        "(default: builtin, or the ablation's)")
+    parser.add_argument("--protocol", default=None, help="smoke or paper (configs/bench/), or a protocol YAML path")
+    parser.add_argument("--ablation", type=Path, help="sweep one setting instead (configs/ablations/*.yaml)")
     parser.add_argument("--methods", type=_names, help="comma-separated (default: every applicable method)")
     parser.add_argument("--seeds", type=_ints, help="comma-separated (default: the protocol's)")
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
@@ -44,7 +46,10 @@ def _bench(argv: list[str]) -> int:
     if args.num_nodes:
         extra = ["--trainer.num_nodes", str(args.num_nodes), *extra]
     try:
-        return bench(args.dataset, args.protocol, args.methods, args.seeds, args.results_dir, args.runs_dir, extra)
+        if args.ablation:
+            return ablate(args.ablation, args.dataset, args.protocol, args.seeds, args.results_dir, args.runs_dir, extra)
+        return bench(args.dataset or "builtin", args.protocol or "smoke", args.methods, args.seeds, args.results_dir,
+                     args.runs_dir, extra)
     except DataError as err:
         parser.exit(2, f"i2ibench bench: error: {err}\n")
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from i2ibench.ssim import ssim_per_image
 
 GAN_MODES = ("lsgan", "vanilla", "hinge")
 
@@ -38,3 +40,77 @@ def discriminator_adversarial_loss(real_logits: Tensor, fake_logits: Tensor, mod
     else:
         raise ValueError(f"unknown GAN loss {mode!r}; use one of {GAN_MODES}")
     return 0.5 * (real + fake)
+
+
+def ssim_loss(reconstructed: Tensor, real: Tensor) -> Tensor:
+    """1 - SSIM(real, reconstructed) on images in [-1, 1] (scaled to [0, 1]); Gaussian 11x11, sigma 1.5.
+
+    The reconstruction term of SSIM+LSGAN (Dong & Zhao 2019): structure, luminance and contrast
+    rather than per-pixel L1. Differentiable; the same SSIM as the evaluation's (`i2ibench.ssim`).
+    """
+    return 1.0 - ssim_per_image(reconstructed.add(1).mul(0.5), real.add(1).mul(0.5)).mean()
+
+
+PERCEPTUAL_NETWORKS = ("vgg16", "inception")
+
+
+class PerceptualLoss(nn.Module):
+    """L1 distance between frozen network features of two images (Johnson et al. 2016).
+
+    - `vgg16`: torchvision's ImageNet VGG-16 up to relu3_3, the usual perceptual-loss layer
+      (the DenseNet-CycleGAN paper's choice); its weights are downloaded once by torchvision.
+    - `inception`: the TF-FID InceptionV3 the metrics load (offline weights work), through
+      Mixed_5d (288 channels at 1/8 resolution), at the image's own size: no 299 px resize.
+    A network whose weights cannot be had raises an error naming the other choice, before training.
+    """
+
+    def __init__(self, network: str = "vgg16", inception_weights: str | None = None) -> None:
+        super().__init__()
+        if network == "vgg16":
+            self.features, self.preprocess = _vgg16_relu3_3(), _imagenet_normalise
+        elif network == "inception":
+            self.features, self.preprocess = _inception_mixed_5d(inception_weights), _inception_normalise
+        else:
+            raise ValueError(f"unknown perceptual network {network!r}; use one of {PERCEPTUAL_NETWORKS}")
+        self.network = network
+        self.features.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "PerceptualLoss":
+        return super().train(False)  # frozen: batch norm statistics stay those of the pretrained net
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return F.l1_loss(self.features(self.preprocess(x)), self.features(self.preprocess(y)))
+
+
+def _imagenet_normalise(x: Tensor) -> Tensor:
+    mean = x.new_tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = x.new_tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return (x.add(1).mul(0.5) - mean) / std
+
+
+def _inception_normalise(x: Tensor) -> Tensor:
+    return x  # the TF-FID Inception takes (pixel - 128) / 128, i.e. images in [-1, 1]
+
+
+def _vgg16_relu3_3() -> nn.Module:
+    from torchvision.models import VGG16_Weights, vgg16
+
+    try:
+        return vgg16(weights=VGG16_Weights.IMAGENET1K_V1).features[:16]
+    except Exception as err:  # no network: torchvision cannot download the weights
+        raise RuntimeError(
+            f"the VGG-16 perceptual loss needs torchvision's ImageNet weights, which could not be loaded "
+            f"({type(err).__name__}: {str(err)[:120]}). Put vgg16-397923af.pth in {torch.hub.get_dir()}/checkpoints, "
+            "or use `perceptual_network: inception` (the metrics' Inception weights, offline).") from err
+
+
+def _inception_mixed_5d(weights: str | None) -> nn.Module:
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    from i2ibench.metrics.inception import FEATURE_LAYERS, resolve_weights_path
+
+    net = FeatureExtractorInceptionV3("inception-v3-compat", list(FEATURE_LAYERS),
+                                      feature_extractor_weights_path=str(resolve_weights_path(weights)))
+    layers = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+              "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d"]
+    return nn.Sequential(*(getattr(net, name) for name in layers))

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,13 @@ from i2ibench.registry import CONFIG_DIR, METHODS, MethodSpec, load_all
 
 @dataclass(frozen=True)
 class Run:
+    """One training run: a method (or an ablation point of one) with one seed."""
+
+    name: str  # the row in the result table: the method, or e.g. "cyclegan[lambda_identity=0.1]"
     method: MethodSpec
     seed: int
     root: Path
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -60,7 +64,8 @@ def dataset_label(dataset: str) -> str:
     return dataset if dataset in catalog.entries() else Path(dataset).expanduser().resolve().name
 
 
-def run_arguments(run: Run, dataset: str, protocol: dict, layout: Layout, extra: list[str]) -> list[str]:
+def run_arguments(run: Run, dataset: str, protocol: dict, layout: Layout, extra: list[str],
+                  group: str | None = None) -> list[str]:
     """The LightningCLI arguments of one run: dataset config, method config, then protocol overrides."""
     args: list[str] = []
     entry = catalog.entries().get(dataset)
@@ -70,14 +75,15 @@ def run_arguments(run: Run, dataset: str, protocol: dict, layout: Layout, extra:
     size = protocol.get("image_size")
     if size:  # CycleGAN's resize-then-crop ratio, 286 / 256, at the protocol's size
         args += ["--data.crop_size", str(size), "--data.load_size", str(round(size * 286 / 256))]
-    overrides = {**protocol.get("args", {}), **protocol.get("methods", {}).get(run.method.name, {})}
+    overrides = {**protocol.get("args", {}), **protocol.get("methods", {}).get(run.method.name, {}), **run.overrides}
     for key, value in overrides.items():
         args += [f"--{key}", json.dumps(value) if isinstance(value, (list, dict, bool)) else str(value)]
     label = dataset_label(dataset)
     args += ["--seed_everything", str(run.seed), "--trainer.default_root_dir", str(run.root),
-             "--evaluation.method", run.method.name,
-             "--wandb.group", f"{label}/{protocol['protocol']}", "--wandb.name", f"{run.method.name}/seed{run.seed}",
-             "--wandb.tags", json.dumps([run.method.name, label, protocol["protocol"]])]
+             "--evaluation.method", run.name,
+             "--wandb.group", group or f"{label}/{protocol['protocol']}", "--wandb.name", f"{run.name}/seed{run.seed}",
+             "--wandb.tags", json.dumps([run.method.name, label, protocol["protocol"]]),
+             "--wandb.config", json.dumps({"bench_run": run.name, **run.overrides})]
     if layout.has_split("val"):  # keep the best checkpoint on validation FID as well as the last one
         args += ["--checkpoint.monitor", "val/fid_mean", "--checkpoint.mode", "min",
                  "--checkpoint.save_top_k", "1", "--checkpoint.filename", "best"]
@@ -97,7 +103,7 @@ def plan(dataset: str, protocol: dict, methods: list[str] | None, seeds: list[in
         if reason := not_applicable(spec, layout):
             skipped[name] = reason
             continue
-        runs += [Run(spec, seed, base / name / f"seed{seed}") for seed in (seeds or protocol["seeds"])]
+        runs += [Run(name, spec, seed, base / name / f"seed{seed}") for seed in (seeds or protocol["seeds"])]
     return layout, runs, skipped
 
 
@@ -106,9 +112,40 @@ def bench(dataset: str, protocol_name: str = "smoke", methods: list[str] | None 
           extra: list[str] | None = None) -> int:
     protocol = load_protocol(protocol_name)
     layout, runs, skipped = plan(dataset, protocol, methods, seeds, runs_dir)
+    out = results_dir / dataset_label(dataset) / protocol["protocol"]
+    return execute(runs, dataset, protocol, layout, extra or [], out, skipped)
+
+
+def ablate(path: Path, dataset: str | None = None, protocol_name: str | None = None, seeds: list[int] | None = None,
+           results_dir: Path = Path("results"), runs_dir: Path = Path("runs"), extra: list[str] | None = None) -> int:
+    """A sweep of one config value (`configs/ablations/*.yaml`): one row and one W&B run per value,
+    all runs in one W&B group, the swept value a W&B config field."""
+    load_all()
+    sweep = yaml.safe_load(Path(path).read_text())
+    dataset = dataset or sweep.get("dataset", "builtin")
+    protocol = load_protocol(protocol_name or sweep.get("protocol", "smoke"))
+    protocol = {**protocol, "args": {**protocol.get("args", {}), **sweep.get("args", {})}}
+    layout = detect_layout(catalog.resolve(dataset))
+    spec = METHODS.get(sweep["method"])
+    name = f"ablation-{sweep['ablation']}"
+    base = runs_dir / dataset_label(dataset) / protocol["protocol"] / name
+    # `parameter`: one config key, or a list of keys that all take the swept value (e.g. both cycle weights)
+    parameters = sweep["parameter"] if isinstance(sweep["parameter"], list) else [sweep["parameter"]]
+    short = sweep.get("label") or parameters[0].rsplit(".", 1)[-1]
+    runs = [Run(f"{spec.name}[{short}={value}]", spec, seed, base / f"{short}={value}" / f"seed{seed}",
+                {key: value for key in parameters})
+            for value in sweep["values"] for seed in (seeds or sweep.get("seeds") or protocol["seeds"])]
+    group = f"{name}/{dataset_label(dataset)}/{protocol['protocol']}"
+    out = results_dir / dataset_label(dataset) / name
+    return execute(runs, dataset, protocol, layout, extra or [], out, {}, group)
+
+
+def execute(runs: list[Run], dataset: str, protocol: dict, layout: Layout, extra: list[str], out: Path,
+            skipped: dict[str, str], group: str | None = None) -> int:
+    """Run what is not done yet (each in its own process), then write the result tables."""
     failed = {}
     for i, run in enumerate(runs, 1):
-        label = f"[{i}/{len(runs)}] {run.method.name} seed {run.seed}"
+        label = f"[{i}/{len(runs)}] {run.name} seed {run.seed}"
         if run.done:
             print(f"{label}: done earlier, skipped ({run.root})", flush=True)
             continue
@@ -116,13 +153,12 @@ def bench(dataset: str, protocol_name: str = "smoke", methods: list[str] | None 
               f"in {run.root}", flush=True)
         start = time.perf_counter()
         command = [sys.executable, "-m", "i2ibench.bench.run_one",
-                   *run_arguments(run, dataset, protocol, layout, extra or [])]
+                   *run_arguments(run, dataset, protocol, layout, extra, group)]
         result = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if result.returncode != 0 or not run.done:
-            failed[run.method.name] = f"run failed (exit {result.returncode}); see the output above and {run.root}"
-        print(f"{label}: {'failed' if run.method.name in failed else 'finished'} in "
+            failed[run.name] = f"run failed (exit {result.returncode}); see the output above and {run.root}"
+        print(f"{label}: {'failed' if run.name in failed else 'finished'} in "
               f"{time.perf_counter() - start:.0f} s", flush=True)
-    out = results_dir / dataset_label(dataset) / protocol["protocol"]
     report.write_results(out, [run.root for run in runs], skipped, failed)
     print(f"\nresults: {out}/results.md")
     wandb_runs = sorted({str(p.parent) for run in runs for p in (run.root / "wandb").glob("offline-run-*/run-*.wandb")})

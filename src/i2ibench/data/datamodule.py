@@ -14,13 +14,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from i2ibench.data import catalog
 from i2ibench.data.folders import (
-    EvalImages, Layout, RealImages, UnalignedDataset, UnalignedSampler, detect_layout, paired_names, split_images,
+    BalancedTripletSampler, EvalImages, Layout, MultiDomainEvalSet, MultiDomainTrainSet, RealImages, UnalignedDataset,
+    UnalignedSampler, detect_layout, paired_names, split_images,
 )
 from i2ibench.data.images import DataError, check_images, load_rgb, raise_for_bad
+from i2ibench.data.masks import ORDERS, MaskedEvalImages, MaskedUnalignedDataset, scan_masks
+from i2ibench.data.masks import report as report_masks
 from i2ibench.data.tasks import parse_task, two_domain_tasks
-from i2ibench.data.transforms import EvalTransform, TrainTransform
+from i2ibench.data.transforms import EvalTransform, StarGANTrainTransform, TrainTransform
 
 log = logging.getLogger(__name__)
+MODES = ("auto", "unaligned", "multi-domain", "mask")
 
 
 def default_num_workers() -> int:
@@ -41,20 +45,39 @@ class I2IDataModule(pl.LightningDataModule):
         eval_batch_size: batch size for translation and feature extraction in evaluation.
         num_workers: dataloader workers; None picks one fewer than the CPU count (at most 4).
         seed: seeds the training sampler (which pairs, crops and flips, per epoch).
+        mode: `unaligned` (two-domain pairs, CycleGAN family), `multi-domain` (StarGAN v2 batches;
+            a two-domain folder counts as domains A and B), `mask` (two-domain pairs with instance
+            masks, see `data.masks`) or `auto` (multi-domain for a multi-domain layout, else unaligned).
+        latent_dim: multi-domain: size of the latents `z`, `z2` drawn for each training item.
+        outputs_per_source: multi-domain evaluation: styles (latents or references) per source.
+        samples_per_epoch: multi-domain: draws per epoch (sampling is with replacement); None: the
+            number of training images.
+        max_instances, max_instances_eval: mask mode: instance slots per image in training (InstaGAN: 4)
+            and in evaluation (20).
+        mask_order: mask mode: `decreasing` area (the reference's default) or `random` order in training.
     """
 
     def __init__(self, dataset: str = "builtin", load_size: int = 286, crop_size: int = 256, flip: bool = True,
                  preprocess: str = "resize_and_crop", batch_size: int = 1, eval_batch_size: int = 16,
-                 num_workers: int | None = None, seed: int = 0) -> None:
+                 num_workers: int | None = None, seed: int = 0, mode: str = "auto", latent_dim: int = 16,
+                 outputs_per_source: int = 10, samples_per_epoch: int | None = None, max_instances: int = 4,
+                 max_instances_eval: int = 20, mask_order: str = "decreasing") -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.dataset = dataset
+        if mode not in MODES:
+            raise ValueError(f"unknown data mode {mode!r}; use one of {MODES}")
+        self.dataset, self.requested_mode = dataset, mode
         self.train_transform = TrainTransform(load_size, crop_size, flip, preprocess)
         self.eval_transform = EvalTransform(crop_size)
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.latent_dim, self.outputs_per_source, self.samples_per_epoch = latent_dim, outputs_per_source, samples_per_epoch
+        self.max_instances, self.max_instances_eval, self.mask_order = max_instances, max_instances_eval, mask_order
+        if mask_order not in ORDERS:
+            raise ValueError(f"unknown mask_order {mask_order!r}; use one of {ORDERS}")
         self.layout: Layout | None = None
         self.images: dict[str, dict[str, list[Path]]] = {}
+        self.masks: dict[Path, list[Path]] = {}  # mask mode: each image's mask files, largest first
 
     # -- set-up --------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -64,6 +87,8 @@ class I2IDataModule(pl.LightningDataModule):
         """Find the layout and check every image the stage will read, before any training."""
         if self.layout is None:
             self.layout = detect_layout(catalog.resolve(self.dataset, fetch=False))
+            if self.mode == "multi-domain":
+                self.train_transform = StarGANTrainTransform(self.eval_transform.crop_size)
         splits = {"fit": ("train", "val", "test"), "validate": ("val", "test")}.get(stage or "fit", ("test",))
         if stage in ("fit", None) and not self.layout.has_split("train"):
             raise DataError(f"{self.layout.root}: no train split; training needs "
@@ -80,10 +105,26 @@ class I2IDataModule(pl.LightningDataModule):
                 bad.update(check.bad)
                 if report := check.report_conversions(str(folder)):
                     _warn_once(report)
+                if self.mode == "mask" and not check.bad:
+                    slots = self.max_instances if split == "train" else self.max_instances_eval
+                    masks = scan_masks(paths, self.layout.mask_folder(split, domain), check.sizes, slots)
+                    bad.update(masks.bad)
+                    self.masks.update(masks.masks)
+                    if note := report_masks(masks, self.layout.mask_folder(split, domain)):
+                        _warn_once(note)
         raise_for_bad(bad)  # every bad file of every folder in one message
         self.images.update(checked)
         if stage == "test" and "test" not in self.images:
             raise DataError(f"{self.layout.root}: no test split (testA/ testB/ or test/<domain>/).")
+
+    @property
+    def mode(self) -> str:
+        if self.requested_mode == "mask" and self.layout is not None and not self.layout.has_masks:
+            raise DataError(f"{self.layout.root}: mask mode needs instance masks (trainA_seg/ trainB_seg/ ...); "
+                            "this dataset has none.")
+        if self.requested_mode != "auto":
+            return self.requested_mode
+        return "multi-domain" if self.layout is not None and self.layout.kind == "multi-domain" else "unaligned"
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -101,10 +142,28 @@ class I2IDataModule(pl.LightningDataModule):
 
     # -- training ------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
+        if self.mode == "multi-domain":
+            return self._multi_domain_train_loader()
+        if len(self.domains) != 2:
+            raise DataError(f"{self.layout.root}: unaligned two-domain training needs 2 domains, found "
+                            f"{list(self.domains)}; multi-domain methods use `data.mode: multi-domain`.")
         paths_a, paths_b = (self.images["train"][d] for d in self.domains)
-        dataset = UnalignedDataset(paths_a, paths_b, self.train_transform)
+        if self.mode == "mask":
+            dataset = MaskedUnalignedDataset({"A": paths_a, "B": paths_b}, self.masks, self.train_transform,
+                                             self.max_instances, self.mask_order)
+        else:
+            dataset = UnalignedDataset(paths_a, paths_b, self.train_transform)
         sampler = UnalignedSampler(len(paths_a), len(paths_b), seed=self.seed)
         return self._loader(dataset, self.batch_size, sampler=sampler)
+
+    def _multi_domain_train_loader(self) -> DataLoader:
+        paths, domains = [], []
+        for index, domain in enumerate(self.domains):
+            paths += self.images["train"][domain]
+            domains += [index] * len(self.images["train"][domain])
+        sampler = BalancedTripletSampler(domains, self.samples_per_epoch or len(paths), seed=self.seed)
+        dataset = MultiDomainTrainSet(paths, domains, self.train_transform, self.latent_dim)
+        return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)
 
     # -- evaluation ----------------------------------------------------------------------------
     def eval_tasks(self) -> list[str]:
@@ -112,9 +171,17 @@ class I2IDataModule(pl.LightningDataModule):
         module = self.trainer.lightning_module if self.trainer is not None else None
         return module.eval_tasks(self.domains) if module is not None else two_domain_tasks()
 
-    def eval_dataset(self, split: str, task: str) -> EvalImages:
+    def eval_dataset(self, split: str, task: str) -> Dataset:
         spec = parse_task(task)
         images = self.images[split]
+        if spec.mode is not None:  # multi-domain: K styles per source
+            references = images[spec.target] if spec.mode == "reference" else None
+            return MultiDomainEvalSet(images[spec.source], task, self.domains.index(spec.source),
+                                      self.domains.index(spec.target), self.eval_transform, self.outputs_per_source,
+                                      self.latent_dim, references, seed=self.seed)
+        if self.mode == "mask":
+            return MaskedEvalImages(images[spec.source], spec.source, task, self.masks, self.eval_transform,
+                                    self.max_instances_eval)
         gt = None
         if self.is_paired(split):
             by_stem = {p.stem: p for p in images[spec.target]}
@@ -139,10 +206,16 @@ class I2IDataModule(pl.LightningDataModule):
         return self.eval_dataloaders("test")
 
     def sample_batch(self, count: int = 4) -> dict[str, torch.Tensor]:
-        """The first `count` evaluation images of each domain: fixed inputs for sample grids."""
+        """The first `count` evaluation images of each domain (and their masks): fixed inputs for sample grids."""
         split = self.eval_split
-        return {domain: torch.stack([self.eval_transform.image(load_rgb(p)) for p in self.images[split][domain][:count]])
-                for domain in self.domains}
+        batch = {domain: torch.stack([self.eval_transform.image(load_rgb(p)) for p in self.images[split][domain][:count]])
+                 for domain in self.domains}
+        if self.mode == "mask":
+            for domain in self.domains:
+                items = MaskedEvalImages(self.images[split][domain][:count], domain, "", self.masks,
+                                         self.eval_transform, self.max_instances_eval)
+                batch[f"{domain}_masks"] = torch.stack([items[i][f"{domain}_masks"] for i in range(len(items))])
+        return batch
 
     # -- loaders -------------------------------------------------------------------------------
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
@@ -154,10 +227,10 @@ class I2IDataModule(pl.LightningDataModule):
                                                    rank=trainer.global_rank, shuffle=False)
         return self._loader(dataset, self.eval_batch_size, sampler=sampler)
 
-    def _loader(self, dataset: Dataset, batch_size: int, sampler=None) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, sampler=None, drop_last: bool = False) -> DataLoader:
         workers = self.num_workers
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(), drop_last=drop_last)
 
 
 @rank_zero_only

@@ -7,6 +7,12 @@ cache (`files.home()/datasets/<name>-<size>px-v<version>`), and reused afterward
 - `builtin`: photo crops (domain A) <-> pencil-sketch renditions of other crops (domain B);
   unpaired for training; val and test paired (a photo and its own sketch share a file name),
   so SSIM/PSNR/LPIPS against ground truth mean something.
+- `builtin-multi`: three domains (photo, pencil sketch, flat-colour cartoon), each of its own
+  crops, in the multi-domain layout: StarGAN v2 on a fresh machine. Three, like AFHQ, so the
+  12 evaluation tasks (6 ordered pairs x latent/reference) stay affordable on a CPU.
+- `builtin-masks`: ellipses (A) <-> rectangles (B), 1-3 per image with one instance mask each,
+  drawn over crops of scikit-image's brick, grass and gravel photographs (InstaGAN layout):
+  the mask models on a fresh machine; the background is what they must leave alone.
 """
 
 from __future__ import annotations
@@ -63,6 +69,63 @@ def pencil_sketch(rgb: np.ndarray) -> np.ndarray:
     return np.repeat((sketch * 255.0 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
 
 
+def flat_colour_cartoon(rgb: np.ndarray) -> np.ndarray:
+    """A flat-colour cartoon rendition: superpixels filled with their mean colour, dark edge lines."""
+    from skimage.color import label2rgb, rgb2gray
+    from skimage.feature import canny
+    from skimage.segmentation import slic
+
+    regions = slic(rgb, n_segments=48, compactness=12, start_label=0)
+    flat = label2rgb(regions, rgb, kind="avg", bg_label=-1)
+    flat[canny(rgb2gray(rgb), sigma=2.0)] = 20
+    return np.clip(flat, 0, 255).astype(np.uint8)
+
+
+def textured_shapes(shape: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A crop of a real texture photo (brick, grass or gravel, tinted) with 1-3 filled shapes on it.
+
+    `shape` is "ellipse" (any orientation) or "rectangle"; returns the RGB image and one boolean
+    mask per shape (later shapes occlude earlier ones, and the masks say so).
+    """
+    import skimage.data as data
+    from skimage.draw import ellipse, rectangle
+
+    texture = [data.brick, data.grass, data.gravel][rng.integers(3)]()
+    top, left = rng.integers(0, texture.shape[0] - 2 * size, 2)
+    gray = np.asarray(Image.fromarray(texture[top:top + 2 * size, left:left + 2 * size]).resize((size, size), Image.LANCZOS))
+    tint = rng.uniform(0.6, 1.0, 3)
+    image = (gray[..., None] * tint).astype(np.float64)
+    masks: list[np.ndarray] = []
+    for _ in range(rng.integers(1, 4)):
+        cy, cx = rng.uniform(0.2, 0.8, 2) * size
+        ry, rx = rng.uniform(0.08, 0.22, 2) * size
+        if shape == "ellipse":
+            rows, cols = ellipse(cy, cx, ry, rx, shape=(size, size), rotation=rng.uniform(0, np.pi))
+        else:
+            rows, cols = rectangle((max(0, int(cy - ry)), max(0, int(cx - rx))),
+                                   end=(min(size - 1, int(cy + ry)), min(size - 1, int(cx + rx))), shape=(size, size))
+        mask = np.zeros((size, size), bool)
+        mask[rows, cols] = True
+        for earlier in masks:
+            earlier &= ~mask  # occluded parts belong to the shape on top
+        image[mask] = rng.uniform(40, 230, 3) * (0.85 + 0.15 * gray[mask, None] / 255)
+        masks.append(mask)
+    return np.clip(image, 0, 255).astype(np.uint8), [m for m in masks if m.any()]
+
+
+def make_shapes(root: Path, size: int, rng: np.random.Generator, n_train: int = 100, n_test: int = 12) -> None:
+    for split, count in (("train", n_train), ("test", n_test)):
+        for domain, shape in (("A", "ellipse"), ("B", "rectangle")):
+            images, segs = root / f"{split}{domain}", root / f"{split}{domain}_seg"
+            images.mkdir(parents=True)
+            segs.mkdir(parents=True)
+            for index in range(count):  # names differ per domain: the two test folders are not pairs
+                image, masks = textured_shapes(shape, size, rng)
+                Image.fromarray(image).save(images / f"{shape}_{index:04d}.png")
+                for k, mask in enumerate(masks):
+                    Image.fromarray((mask * 255).astype(np.uint8)).save(segs / f"{shape}_{index:04d}_{k}.png")
+
+
 @dataclass(frozen=True)
 class BuiltinSpec:
     name: str
@@ -88,9 +151,23 @@ def make_photo_sketch(root: Path, size: int, rng: np.random.Generator,
         _write(root / f"{split}B", [pencil_sketch(c) for c in crops])
 
 
+def make_photo_sketch_cartoon(root: Path, size: int, rng: np.random.Generator,
+                              n_train: int = 120, n_test: int = 12) -> None:
+    """Three domains of different crops: photo, pencil sketch, flat-colour cartoon (multi-domain layout)."""
+    photos = _load_photos()
+    renditions = {"photo": lambda c: c, "sketch": pencil_sketch, "cartoon": flat_colour_cartoon}
+    for split, count in (("train", n_train), ("test", n_test)):
+        for domain, render in renditions.items():
+            _write(root / split / domain, [render(c) for c in random_crops(photos, count, size, rng)])
+
+
 BUILTINS: dict[str, BuiltinSpec] = {
     "builtin": BuiltinSpec("builtin", make_photo_sketch,
                            "photo <-> pencil sketch, from scikit-image's photos (two-domain, paired val/test)"),
+    "builtin-multi": BuiltinSpec("builtin-multi", make_photo_sketch_cartoon,
+                                 "photo / pencil sketch / flat-colour cartoon, from scikit-image's photos (multi-domain)"),
+    "builtin-masks": BuiltinSpec("builtin-masks", make_shapes,
+                                 "ellipses <-> rectangles with instance masks over brick / grass / gravel photos"),
 }
 
 

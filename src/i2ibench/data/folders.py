@@ -177,3 +177,103 @@ class RealImages(Dataset):
 def split_images(layout: Layout, split: str) -> dict[str, list[Path]]:
     """The image files of every domain of one split (errors for a missing or empty domain)."""
     return {domain: list_images(layout.folder(split, domain)) for domain in layout.domains}
+
+
+# -- multi-domain (StarGAN v2) --------------------------------------------------------------------
+class TripletDraw(NamedTuple):
+    """A source image, a reference image and a second reference of the reference's domain, and a seed."""
+
+    source: int
+    reference: int
+    reference2: int
+    seed: int
+
+
+class BalancedTripletSampler(Sampler[TripletDraw]):
+    """Class-balanced sampling with replacement, as StarGAN v2's source and reference loaders.
+
+    Sources and references are each drawn with weight 1 / |domain| (the reference's
+    `_make_balanced_sampler`); the second reference is another image of the reference's domain.
+    An epoch has `samples_per_epoch` draws (the reference iterates without epochs), seeded per epoch.
+    """
+
+    def __init__(self, domains: list[int], samples_per_epoch: int, seed: int = 0) -> None:
+        self.domains = torch.tensor(domains)
+        counts = torch.bincount(self.domains)
+        self.weights = 1.0 / counts[self.domains].double()
+        self.members = [torch.nonzero(self.domains == d).flatten() for d in range(len(counts))]
+        self.samples_per_epoch, self.seed, self.epoch = samples_per_epoch, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def __iter__(self) -> Iterator[TripletDraw]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        n = self.samples_per_epoch
+        sources = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        references = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        picks = torch.rand(n, generator=generator, dtype=torch.float64)
+        seeds = torch.randint(0, 2**62, (n,), generator=generator)
+        for k in range(n):
+            members = self.members[int(self.domains[references[k]])]
+            partner = members[min(int(picks[k] * len(members)), len(members) - 1)]
+            yield TripletDraw(int(sources[k]), int(references[k]), int(partner), int(seeds[k]))
+
+
+class MultiDomainTrainSet(Dataset):
+    """StarGAN v2 training items: {x, y, x_ref, x_ref2, y_ref, z, z2} (images augmented independently)."""
+
+    def __init__(self, paths: list[Path], domains: list[int], transform, latent_dim: int) -> None:
+        self.paths, self.domains, self.transform, self.latent_dim = paths, domains, transform, latent_dim
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _image(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        image = load_rgb(self.paths[index])
+        return self.transform.image(image, self.transform.sample(image.size, generator))
+
+    def __getitem__(self, draw: TripletDraw) -> dict:
+        generator = torch.Generator().manual_seed(draw.seed)
+        return {"x": self._image(draw.source, generator), "y": self.domains[draw.source],
+                "x_ref": self._image(draw.reference, generator), "x_ref2": self._image(draw.reference2, generator),
+                "y_ref": self.domains[draw.reference], "x_path": str(self.paths[draw.source]),
+                "z": torch.randn(self.latent_dim, generator=generator),
+                "z2": torch.randn(self.latent_dim, generator=generator)}
+
+
+def item_seed(*parts: object) -> int:
+    """A stable seed from names and numbers (not Python's hash(), which changes between processes)."""
+    import zlib
+
+    return zlib.crc32("|".join(map(str, parts)).encode())
+
+
+class MultiDomainEvalSet(Dataset):
+    """Sources of one `src->trg@mode` task, each with K styles: K latents or K reference images.
+
+    Styles are seeded by (task, source index, k): the same whatever the batch size or sharding.
+    Items: {x, x_path, task, index, y_src, y_trg} plus `z` (K x latent_dim) or `x_ref` (K x 3 x H x W).
+    """
+
+    def __init__(self, sources: list[Path], task: str, y_src: int, y_trg: int, transform: EvalTransform,
+                 outputs: int, latent_dim: int, references: list[Path] | None = None, seed: int = 0) -> None:
+        self.sources, self.task, self.transform, self.outputs = sources, task, transform, outputs
+        self.y_src, self.y_trg, self.latent_dim, self.references, self.seed = y_src, y_trg, latent_dim, references, seed
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> dict:
+        generator = torch.Generator().manual_seed(item_seed(self.seed, self.task, index))
+        item = {"x": self.transform.image(load_rgb(self.sources[index])), "x_path": str(self.sources[index]),
+                "task": self.task, "index": index, "y_src": self.y_src, "y_trg": self.y_trg}
+        if self.references is None:
+            item["z"] = torch.randn(self.outputs, self.latent_dim, generator=generator)
+        else:
+            picks = torch.randint(0, len(self.references), (self.outputs,), generator=generator)
+            item["x_ref"] = torch.stack([self.transform.image(load_rgb(self.references[int(k)])) for k in picks])
+        return item

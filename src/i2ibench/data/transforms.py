@@ -7,6 +7,7 @@ call, which breaks as soon as two calls consume a different number of draws.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -20,14 +21,19 @@ PREPROCESS_MODES = ("resize_and_crop", "crop", "resize")
 
 @dataclass(frozen=True)
 class Augmentation:
-    """One draw: the crop box (top, left, height, width) in the resized image, and the flip."""
+    """One draw: the crop box (top, left, height, width), the resize and the flip.
+
+    CycleGAN resizes first and crops the resized image; StarGAN v2 crops the original and then
+    resizes the crop (`crop_first`).
+    """
 
     top: int
     left: int
     height: int
     width: int
     flip: bool
-    resize_to: tuple[int, int] | None  # (height, width) before cropping; None keeps the size
+    resize_to: tuple[int, int] | None  # (height, width); None keeps the size
+    crop_first: bool = False
 
 
 def to_model_range(img: Image.Image) -> Tensor:
@@ -82,6 +88,45 @@ class TrainTransform:
         return to_mask(apply(mask, aug, InterpolationMode.NEAREST))
 
 
+class StarGANTrainTransform:
+    """StarGAN v2's training pipeline (clovaai/stargan-v2, core/data_loader.py, get_train_loader).
+
+    With probability 0.5 a random resized crop (scale 0.8-1.0, aspect ratio 0.9-1.1), then a
+    resize to img_size x img_size and a horizontal flip with probability 0.5.
+    """
+
+    def __init__(self, img_size: int = 256, crop_prob: float = 0.5, scale: tuple[float, float] = (0.8, 1.0),
+                 ratio: tuple[float, float] = (0.9, 1.1)) -> None:
+        self.img_size, self.crop_prob, self.scale, self.ratio = img_size, crop_prob, scale, ratio
+        self.min_image_size = None
+
+    def sample(self, image_size: tuple[int, int], generator: torch.Generator) -> Augmentation:
+        width, height = image_size
+        top, left, crop_h, crop_w = 0, 0, height, width
+        if float(torch.rand((), generator=generator)) < self.crop_prob:
+            top, left, crop_h, crop_w = self._random_resized_box(width, height, generator)
+        flip = bool(torch.rand((), generator=generator) < 0.5)
+        return Augmentation(top, left, crop_h, crop_w, flip, (self.img_size, self.img_size), crop_first=True)
+
+    def _random_resized_box(self, width: int, height: int, generator: torch.Generator) -> tuple[int, int, int, int]:
+        """torchvision's RandomResizedCrop.get_params, drawing from our generator instead of the global RNG."""
+        area = width * height
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * float(torch.empty(()).uniform_(*self.scale, generator=generator))
+            aspect = math.exp(float(torch.empty(()).uniform_(*log_ratio, generator=generator)))
+            w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
+                left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
+                return top, left, h, w
+        side = min(width, height)  # fallback: torchvision's central crop
+        return (height - side) // 2, (width - side) // 2, side, side
+
+    def image(self, img: Image.Image, aug: Augmentation) -> Tensor:
+        return to_model_range(apply(img, aug, InterpolationMode.BILINEAR))
+
+
 class EvalTransform:
     """Evaluation: resize to crop_size x crop_size (bicubic); no crop, no flip."""
 
@@ -100,11 +145,19 @@ class EvalTransform:
 
 
 def apply(img: Image.Image, aug: Augmentation, interpolation: InterpolationMode) -> Image.Image:
-    """Resize, crop and flip one PIL image by the explicit parameters in `aug`."""
-    if aug.resize_to is not None and img.size != (aug.resize_to[1], aug.resize_to[0]):
-        img = TF.resize(img, list(aug.resize_to), interpolation=interpolation)
-    if (aug.top, aug.left, aug.height, aug.width) != (0, 0, img.size[1], img.size[0]):
-        img = TF.crop(img, aug.top, aug.left, aug.height, aug.width)
+    """Resize, crop and flip one PIL image by the explicit parameters in `aug` (crop first if it says so)."""
+
+    def resize(img: Image.Image) -> Image.Image:
+        if aug.resize_to is not None and img.size != (aug.resize_to[1], aug.resize_to[0]):
+            return TF.resize(img, list(aug.resize_to), interpolation=interpolation)
+        return img
+
+    def crop(img: Image.Image) -> Image.Image:
+        if (aug.top, aug.left, aug.height, aug.width) != (0, 0, img.size[1], img.size[0]):
+            return TF.crop(img, aug.top, aug.left, aug.height, aug.width)
+        return img
+
+    img = resize(crop(img)) if aug.crop_first else crop(resize(img))
     if aug.flip:
         img = TF.hflip(img)
     return img

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torchvision.utils import make_grid
 
 from i2ibench import files
-from i2ibench.data.tasks import two_domain_tasks
+from i2ibench.data.tasks import parse_task, two_domain_tasks
 
 
 class TranslationModule(pl.LightningModule):
@@ -68,9 +68,9 @@ class TranslationModule(pl.LightningModule):
         return self.translate(batch, batch["task"][0])
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        task = batch["task"][0]
-        source = task[0] if len(task) == 3 else task.split("->")[0]
-        return {"task": task, "paths": batch[f"{source}_path"], "images": self.translate(batch, task)}
+        task = parse_task(batch["task"][0])
+        paths = batch["x_path"] if task.mode else batch[f"{task.source}_path"]  # multi-domain items name x
+        return {"task": task.name, "paths": paths, "images": self.translate(batch, task.name)}
 
     # -- schedules and samples -----------------------------------------------------------------
     def on_train_epoch_end(self) -> None:

@@ -29,7 +29,7 @@ from i2ibench.metrics.suite import DistributionSettings
 
 log = logging.getLogger(__name__)
 
-LOGGED = ("fid", "kid_mean", "kid_std", "is_mean", "kernel_mmd2", "precision", "recall")
+LOGGED = ("fid", "kid_mean", "kid_std", "is_mean", "kernel_mmd2", "precision", "recall", "lpips_diversity")
 
 
 class EvaluationCallback(Callback):
@@ -91,19 +91,28 @@ class EvaluationCallback(Callback):
         self.evaluator.to(pl_module.device)
         datamodule = trainer.datamodule
         split = "test" if trainer.testing else datamodule.eval_split
-        references = {task: ("source", "gt") if datamodule.is_paired(split) else ("source",)
-                      for task in datamodule.eval_tasks()}
+        tasks = datamodule.eval_tasks()
+        multi_domain = tuple(task for task in tasks if parse_task(task).mode is not None)
+        two_domain = ("source", "gt") if datamodule.is_paired(split) else ("source",)
+        if datamodule.mode == "mask":
+            two_domain += ("background",)
+        references = {task: () if task in multi_domain else two_domain for task in tasks}
         sync_device = pl_module.device if trainer.world_size > 1 else None
-        self.evaluator.begin(references, sync_device)
+        self.evaluator.begin(references, sync_device, diversity=multi_domain)
         self._started = time.perf_counter()
 
     def _update(self, fake: torch.Tensor, batch: dict) -> None:
         if not self._active:
             return
         task = parse_task(batch["task"][0])
-        references = {"source": batch[task.source]}
-        if f"{task.target}_gt" in batch:
-            references["gt"] = batch[f"{task.target}_gt"]
+        references = {}
+        if task.mode is None:  # two-domain: content against the source (and the ground truth when paired)
+            references["source"] = batch[task.source]
+            if f"{task.target}_gt" in batch:
+                references["gt"] = batch[f"{task.target}_gt"]
+            if f"{task.source}_masks" in batch:  # mask tasks: the source outside its instances
+                references["background"] = batch[task.source]
+                references["background_mask"] = batch[f"{task.source}_masks"].amax(dim=1, keepdim=True)
         self.evaluator.update(task.name, batch["index"], fake, **references)
 
     def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str, selection: str) -> None:

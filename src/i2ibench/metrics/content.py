@@ -1,7 +1,8 @@
 """Content metrics: SSIM, PSNR and LPIPS between a translation and a reference image.
 
 References: the ground truth when the test split is paired (`gt`), the source image itself
-(`source`: content preservation), and for mask tasks the input outside the masks (`background`).
+(`source`: content preservation), and for mask tasks the source outside its instance masks
+(`background`: what a mask-guided method should leave untouched).
 Images are compared as saved 8-bit images scaled to [0, 1] (data range 1.0): SSIM with the
 Gaussian 11x11, sigma 1.5 window of Wang et al. 2004 (torchmetrics), PSNR per image, both
 averaged over images. LPIPS (Zhang et al. 2018, AlexNet v0.1, the `lpips` package) needs
@@ -14,12 +15,12 @@ from functools import lru_cache
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.functional.image import peak_signal_noise_ratio
 
+from i2ibench import ssim
 from i2ibench.metrics.inception import to_uint8
 from i2ibench.metrics.suite import IndexedSamples
 
-SSIM_WINDOW = {"gaussian_kernel": True, "sigma": 1.5, "kernel_size": 11}
 CONTENT_CARD = {
     "ssim": "Gaussian window 11x11, sigma 1.5, K1 0.01, K2 0.03, data range 1.0 (8-bit images / 255), "
             "mean over channels and the valid interior (5-pixel border dropped, as scikit-image), then over images",
@@ -33,16 +34,32 @@ def to_unit(images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
 
 
 def ssim_per_image(x: Tensor, y: Tensor) -> Tensor:
-    """Mean SSIM over the valid interior of each image, as Wang et al.'s reference and scikit-image do.
+    """SSIM of saved-image equivalents over the valid interior (see `i2ibench.ssim`).
 
-    torchmetrics (1.9) averages its map over the reflect-padded border as well, which at 64 px
-    changes the value by several percent; we take its full map and drop the 5-pixel border.
     float32: within 1e-6 of float64 here, and float64 convolutions are ~13x slower on CPU.
     """
-    _, ssim_map = structural_similarity_index_measure(to_unit(x), to_unit(y), data_range=1.0, reduction="none",
-                                                      return_full_image=True, **SSIM_WINDOW)
-    border = SSIM_WINDOW["kernel_size"] // 2
-    return ssim_map[..., border:-border, border:-border].mean(dim=(1, 2, 3))
+    return ssim.ssim_per_image(to_unit(x), to_unit(y))
+
+
+def background_metrics(x: Tensor, y: Tensor, masks: Tensor, lpips_model) -> dict[str, Tensor]:
+    """SSIM / PSNR / LPIPS outside the union of `masks` (N x 1 x H x W, {0, 1}): background preservation.
+
+    PSNR from the mean squared error over background pixels, SSIM averaged over background pixels of
+    its map, LPIPS between the two images with the masked region set to mid-gray in both. An image
+    that is all foreground has no background: NaN, left out of the means.
+    """
+    keep = 1.0 - masks.to(x.dtype)
+    unit_x, unit_y = to_unit(x, torch.float64), to_unit(y, torch.float64)
+    squared = ((unit_x - unit_y) ** 2 * keep.double()).sum(dim=(1, 2, 3))
+    mse = squared / (keep.double().sum(dim=(1, 2, 3)) * x.shape[1])
+    values = {"psnr_background": 10 * torch.log10(1.0 / mse),
+              "ssim_background": ssim.masked_ssim_per_image(to_unit(x), to_unit(y), keep)}
+    if lpips_model is not None:
+        lpips_model.to(x.device)
+        values["lpips_background"] = lpips_model((to_unit(x) * 2 - 1) * keep, (to_unit(y) * 2 - 1) * keep).flatten()
+    else:
+        values["lpips_background"] = torch.full((len(x),), float("nan"))
+    return values
 
 
 def psnr_per_image(x: Tensor, y: Tensor) -> Tensor:
@@ -76,19 +93,34 @@ def load_lpips(net: str = "alex", random_backbone: bool = False):
 
 
 class ContentMetrics(IndexedSamples):
-    """Per-image SSIM / PSNR / LPIPS of translations against each named reference."""
+    """Per-image SSIM / PSNR / LPIPS of translations against each named reference.
 
-    def __init__(self, references: tuple[str, ...], lpips_model=None, sync_device: torch.device | None = None):
+    With `diversity`, translations come as N x K x 3 x H x W (K styles per source) and each source
+    gets the mean LPIPS over its K (K - 1) / 2 output pairs (StarGAN v2's LPIPS diversity).
+    """
+
+    def __init__(self, references: tuple[str, ...], lpips_model=None, sync_device: torch.device | None = None,
+                 diversity: bool = False):
         names = tuple(f"{metric}_{ref}" for ref in references for metric in ("ssim", "psnr", "lpips"))
-        super().__init__(names, sync_device)
-        self.references = references
+        super().__init__(names + (("lpips_diversity",) if diversity else ()), sync_device)
+        self.references, self.diversity = references, diversity
         self._lpips = [lpips_model]  # in a list: not a child module, so it is neither synced nor moved
 
     @torch.no_grad()
-    def update(self, index: Tensor, fake: Tensor, **references: Tensor) -> None:  # type: ignore[override]
+    def update(self, index: Tensor, fake: Tensor, background_mask: Tensor | None = None,  # type: ignore[override]
+               **references: Tensor) -> None:
+        """`references`: the named images to compare with; `background` is compared outside `background_mask`."""
         values = {}
         lpips_model = self._lpips[0]
+        if self.diversity:
+            values["lpips_diversity"] = self._pairwise_lpips(fake)
+            fake = fake[:, 0]  # references (if any) are compared with the first style
+        if "background" in self.references:
+            values.update(background_metrics(fake, references["background"].to(fake.device),
+                                             background_mask.to(fake.device), lpips_model))
         for ref in self.references:
+            if ref == "background":
+                continue
             target = references[ref].to(fake.device)
             values[f"ssim_{ref}"] = ssim_per_image(fake, target)
             values[f"psnr_{ref}"] = psnr_per_image(fake, target)
@@ -99,11 +131,23 @@ class ContentMetrics(IndexedSamples):
                 values[f"lpips_{ref}"] = torch.full((len(fake),), float("nan"))
         super().update(index, **values)
 
+    def _pairwise_lpips(self, styles: Tensor) -> Tensor:
+        """Mean LPIPS over all pairs of each source's K outputs (NaN when LPIPS is unavailable)."""
+        lpips_model = self._lpips[0]
+        n, k = styles.shape[:2]
+        if lpips_model is None or k < 2:
+            return torch.full((n,), float("nan"))
+        lpips_model.to(styles.device)
+        first, second = torch.triu_indices(k, k, offset=1, device=styles.device)
+        images = to_unit(styles.flatten(0, 1)).view(n, k, *styles.shape[2:]) * 2 - 1
+        distances = lpips_model(images[:, first].flatten(0, 1), images[:, second].flatten(0, 1)).view(n, -1)
+        return distances.mean(dim=1)
+
     def means(self) -> dict[str, float | None]:
         """Mean of each metric over images (None for LPIPS when it is unavailable)."""
         per_image = self.ordered()
         out: dict[str, float | None] = {}
         for name in self.names:
             values = per_image[name]
-            out[name] = None if torch.isnan(values).all() else float(values.double().mean())
+            out[name] = None if torch.isnan(values).all() else float(values.double().nanmean())
         return out

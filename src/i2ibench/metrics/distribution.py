@@ -1,6 +1,6 @@
 """Distribution metrics as small pure functions: features -> statistics -> score.
 
-FID, KID, IS and precision/recall reuse torch-fidelity's own math; statistics are float64.
+FID, KID and IS reuse torch-fidelity's own math (precision/recall its definition); statistics are float64.
 Everything works on bounded chunks of the float32 features, so the working memory stays
 small next to the features themselves (benchmarks/metrics_memory.py: 50k images). The
 Gaussian-kernel MMD is written here because no maintained library computes it in blocks.
@@ -16,7 +16,6 @@ from torch import Tensor
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
 from torch_fidelity.metric_kid import kernel_mmd
-from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
 FID_FULL_RANK = 2048  # fewer samples than feature dimensions: a rank-deficient covariance
 
@@ -99,13 +98,11 @@ def median_distance(features: Tensor, max_samples: int, seed: int) -> float:
     if len(features) > max_samples:
         pick = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))[:max_samples]
         features = features[pick]
-    x = features.double()
-    distances = torch.cdist(x, x)
-    upper = distances[torch.triu_indices(len(x), len(x), offset=1).unbind()]
-    return float(np.median(upper.numpy()))  # torch.median takes the lower middle value for even counts
+    distances = torch.pdist(features.double())  # the condensed upper triangle: n (n - 1) / 2 values
+    return float(np.median(distances.numpy()))  # torch.median takes the lower middle value for even counts
 
 
-def gaussian_mmd2(real: Tensor, fake: Tensor, bandwidth: float, block: int = 1024) -> float:
+def gaussian_mmd2(real: Tensor, fake: Tensor, bandwidth: float, block: int = 512) -> float:
     """Unbiased MMD^2 with k(x, y) = exp(-|x - y|^2 / (2 bandwidth^2)) (Gretton et al. 2012).
 
     Xu et al. 2018 ("An empirical study on evaluation metrics of GANs") report this kernel MMD
@@ -130,12 +127,32 @@ def gaussian_mmd2(real: Tensor, fake: Tensor, bandwidth: float, block: int = 102
     return within_real + within_fake - 2.0 * across
 
 
-def precision_recall(real: Tensor, fake: Tensor, neighborhood: int) -> tuple[float, float]:
-    """Improved precision and recall (Kynkaanniemi et al. 2019): torch-fidelity's k-NN manifolds.
+def nearest_neighbour_radii(features: Tensor, k: int, rows: int) -> Tensor:
+    """Distance from each point to its k-th nearest neighbour in the same set (itself excluded)."""
+    radii = torch.empty(len(features))
+    for start in range(0, len(features), rows):
+        distances = torch.cdist(features[start:start + rows], features)
+        radii[start:start + rows] = distances.kthvalue(k + 1, dim=1).values  # +1: the point itself, at 0
+    return radii
 
-    Computed in row batches of 256 (torch-fidelity's memory-saving path): 256 x N distances at a time.
+
+def coverage(queries: Tensor, support: Tensor, radii: Tensor, rows: int) -> float:
+    """Fraction of `queries` inside at least one ball (support point, its k-NN radius)."""
+    inside = 0
+    for block in queries.split(rows):
+        inside += int((torch.cdist(block, support) <= radii).any(dim=1).sum())
+    return inside / len(queries)
+
+
+def precision_recall(real: Tensor, fake: Tensor, neighborhood: int, rows: int = 128) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019): k-NN balls around each set's points.
+
+    Precision: the fraction of fakes inside the real manifold; recall: of reals inside the fake one.
+    The definition (and the numbers) of torch-fidelity's `prc` metric; computed here in blocks of
+    `rows` x N distances, one cdist call each: torch-fidelity's memory-saving path builds the same
+    rows from many 256 x 256 pieces, which fragments the heap (+650 MB at 20k images on a 2-core
+    CPU; see benchmarks/metrics_memory.py).
     """
-    result = prc_features_to_metric(fake, real, prc_neighborhood=neighborhood, prc_batch_size=256,
-                                    save_cpu_ram=True, verbose=False)
-    return float(result[KEY_METRIC_PRECISION]), float(result[KEY_METRIC_RECALL])
-
+    precision = coverage(fake, real, nearest_neighbour_radii(real, neighborhood, rows), rows)
+    recall = coverage(real, fake, nearest_neighbour_radii(fake, neighborhood, rows), rows)
+    return precision, recall

@@ -52,23 +52,35 @@ class Evaluator:
         return self
 
     # -- accumulate ----------------------------------------------------------------------------
-    def begin(self, references: dict[str, tuple[str, ...]], sync_device: torch.device | None = None) -> None:
-        """Start a new evaluation; `references[task]` names the content references of each task."""
+    def begin(self, references: dict[str, tuple[str, ...]], sync_device: torch.device | None = None,
+              diversity: tuple[str, ...] = ()) -> None:
+        """Start a new evaluation; `references[task]` names the content references of each task, and
+        the tasks in `diversity` translate each source K times (N x K outputs, LPIPS diversity)."""
         unavailable = self.extractor.weights.is_unavailable_reason
         self.suites = {task: MetricSuite(self.settings, sync_device, unavailable) for task in references}
-        self.content = {task: ContentMetrics(refs, self.lpips_model, sync_device) for task, refs in references.items()}
+        self.content = {task: ContentMetrics(refs, self.lpips_model, sync_device, task in diversity)
+                        for task, refs in references.items()}
         self.timings = {"features_s": 0.0, "content_s": 0.0, "real_features_s": 0.0, "scores_s": 0.0}
         self._sync_device = sync_device
 
     @torch.no_grad()
     def update(self, task: str, index: Tensor, fake: Tensor, **references: Tensor) -> None:
-        """One batch of translations of `task` (in [-1, 1]), with their dataset indices and references."""
+        """One batch of translations of `task` (in [-1, 1]), with their dataset indices and references.
+
+        N x K x 3 x H x W translations (K styles per source) count as N * K images for the
+        distribution metrics, indexed source * K + k so that their order is the dataset's.
+        """
         start = time.perf_counter()
-        features, logits = self.extractor(to_uint8(fake))
-        self.suites[task].update(index, features=features, logits=logits)
+        flat, flat_index = fake, index
+        if fake.dim() == 5:
+            styles = fake.shape[1]
+            flat = fake.flatten(0, 1)
+            flat_index = (index.view(-1, 1) * styles + torch.arange(styles, device=index.device)).flatten()
+        features, logits = self.extractor(to_uint8(flat))
+        self.suites[task].update(flat_index, features=features, logits=logits)
         self.timings["features_s"] += time.perf_counter() - start
         start = time.perf_counter()
-        self.content[task].update(index, fake, **references)
+        self.content[task].update(index, fake, **references)  # `background_mask` rides along with the images
         self.timings["content_s"] += time.perf_counter() - start
 
     # -- real images ---------------------------------------------------------------------------
