@@ -17,11 +17,16 @@ SHARED_WEIGHTS := $(wildcard ../shared/weights/inception-2015-12-05-pool3-noclas
 ifneq ($(SHARED_WEIGHTS),)
 export I2IBENCH_INCEPTION_WEIGHTS ?= $(abspath $(SHARED_WEIGHTS))
 endif
+# The raw CUFS folder for DATASET=sketch-photo (prepared on first use), when it is beside the checkout.
+SHARED_CUFS := $(wildcard ../shared/datasets/cufs-student)
+ifneq ($(SHARED_CUFS),)
+export I2IBENCH_CUFS_DIR ?= $(abspath $(SHARED_CUFS))
+endif
 export WANDB_MODE ?= offline
 
 ABLATION ?= identity_mu
 
-.PHONY: help setup test bench ablation compare clean
+.PHONY: help setup test bench ablation compare bench-speed clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,6 +52,12 @@ ablation: $(STAMP) ## sweep one setting as a W&B group: make ablation ABLATION=i
 
 compare: $(STAMP) ## side-by-side table of two result folders: make compare A=... B=...
 	$(BIN)/i2ibench compare $(A) $(B)
+
+bench-speed: $(STAMP) ## training and evaluation speed and memory benchmarks; figures in results/perf/
+	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/train_speed.py --quality
+	$(BIN)/python benchmarks/train_speed.py --scaling
+	$(BIN)/python benchmarks/metrics_speed.py
 
 clean: ## remove run folders (not results/, not the cache in ~/.cache/i2ibench)
 	rm -rf runs wandb lightning_logs .pytest_cache

@@ -72,6 +72,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
     def do_GET(self):
+        self.server.requests.append(self.headers.get("Range", ""))  # before answering: the client may finish first
         path = Path(self.translate_path(self.path))
         if not path.is_file():
             self.send_error(404)
@@ -87,7 +88,6 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
         self.wfile.write(data[start:])
-        self.server.requests.append(header)
 
 
 @pytest.fixture

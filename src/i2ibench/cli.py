@@ -21,6 +21,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from i2ibench.data import I2IDataModule
 from i2ibench.methods import TranslationModule
 from i2ibench.methods.predict_writer import TranslationWriter
+from i2ibench.methods.speed import SpeedOptions
 from i2ibench.metrics.callback import EvaluationCallback
 from i2ibench.registry import METHODS, load_all
 
@@ -32,6 +33,7 @@ class I2IBenchCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(EvaluationCallback, "evaluation")
+        parser.add_lightning_class_args(SpeedOptions, "speed")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0,
                              "checkpoint.save_on_train_epoch_end": True})

@@ -17,7 +17,7 @@ from i2ibench.data.folders import (
     BalancedTripletSampler, EvalImages, Layout, MultiDomainEvalSet, MultiDomainTrainSet, RealImages, UnalignedDataset,
     UnalignedSampler, detect_layout, paired_names, split_images,
 )
-from i2ibench.data.images import DataError, check_images, load_rgb, raise_for_bad
+from i2ibench.data.images import DataError, DecodedImageCache, check_images, load_rgb, raise_for_bad
 from i2ibench.data.masks import ORDERS, MaskedEvalImages, MaskedUnalignedDataset, scan_masks
 from i2ibench.data.masks import report as report_masks
 from i2ibench.data.tasks import parse_task, two_domain_tasks
@@ -55,13 +55,15 @@ class I2IDataModule(pl.LightningDataModule):
         max_instances, max_instances_eval: mask mode: instance slots per image in training (InstaGAN: 4)
             and in evaluation (20).
         mask_order: mask mode: `decreasing` area (the reference's default) or `random` order in training.
+        cache_mb: decoded training images kept in memory per process (each worker has its own), so
+            small datasets are decoded once; 0 turns the cache off.
     """
 
     def __init__(self, dataset: str = "builtin", load_size: int = 286, crop_size: int = 256, flip: bool = True,
                  preprocess: str = "resize_and_crop", batch_size: int = 1, eval_batch_size: int = 16,
                  num_workers: int | None = None, seed: int = 0, mode: str = "auto", latent_dim: int = 16,
                  outputs_per_source: int = 10, samples_per_epoch: int | None = None, max_instances: int = 4,
-                 max_instances_eval: int = 20, mask_order: str = "decreasing") -> None:
+                 max_instances_eval: int = 20, mask_order: str = "decreasing", cache_mb: int = 512) -> None:
         super().__init__()
         self.save_hyperparameters()
         if mode not in MODES:
@@ -73,6 +75,7 @@ class I2IDataModule(pl.LightningDataModule):
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.latent_dim, self.outputs_per_source, self.samples_per_epoch = latent_dim, outputs_per_source, samples_per_epoch
         self.max_instances, self.max_instances_eval, self.mask_order = max_instances, max_instances_eval, mask_order
+        self.cache_mb = cache_mb
         if mask_order not in ORDERS:
             raise ValueError(f"unknown mask_order {mask_order!r}; use one of {ORDERS}")
         self.layout: Layout | None = None
@@ -154,7 +157,12 @@ class I2IDataModule(pl.LightningDataModule):
         else:
             dataset = UnalignedDataset(paths_a, paths_b, self.train_transform)
         sampler = UnalignedSampler(len(paths_a), len(paths_b), seed=self.seed)
-        return self._loader(dataset, self.batch_size, sampler=sampler)
+        return self._loader(self._cached(dataset), self.batch_size, sampler=sampler)
+
+    def _cached(self, dataset: Dataset) -> Dataset:
+        if self.cache_mb > 0:
+            dataset.load = DecodedImageCache(self.cache_mb)
+        return dataset
 
     def _multi_domain_train_loader(self) -> DataLoader:
         paths, domains = [], []
@@ -163,7 +171,7 @@ class I2IDataModule(pl.LightningDataModule):
             domains += [index] * len(self.images["train"][domain])
         sampler = BalancedTripletSampler(domains, self.samples_per_epoch or len(paths), seed=self.seed)
         dataset = MultiDomainTrainSet(paths, domains, self.train_transform, self.latent_dim)
-        return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)
+        return self._loader(self._cached(dataset), self.batch_size, sampler=sampler, drop_last=True)
 
     # -- evaluation ----------------------------------------------------------------------------
     def eval_tasks(self) -> list[str]:

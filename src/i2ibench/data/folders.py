@@ -119,6 +119,8 @@ class UnalignedSampler(Sampler[UnalignedDraw]):
 class UnalignedDataset(Dataset):
     """Training pairs of an A image and an unrelated B image, each augmented independently."""
 
+    load = staticmethod(load_rgb)  # the datamodule may put a DecodedImageCache here
+
     def __init__(self, paths_a: list[Path], paths_b: list[Path], transform: TrainTransform) -> None:
         self.paths_a, self.paths_b, self.transform = paths_a, paths_b, transform
 
@@ -129,7 +131,7 @@ class UnalignedDataset(Dataset):
         generator = torch.Generator().manual_seed(draw.seed)
         item = {}
         for domain, path in (("A", self.paths_a[draw.index_a]), ("B", self.paths_b[draw.index_b])):
-            image = load_rgb(path)
+            image = self.load(path)
             item[domain] = self.transform.image(image, self.transform.sample(image.size, generator))
             item[f"{domain}_path"] = str(path)
         return item
@@ -226,6 +228,8 @@ class BalancedTripletSampler(Sampler[TripletDraw]):
 class MultiDomainTrainSet(Dataset):
     """StarGAN v2 training items: {x, y, x_ref, x_ref2, y_ref, z, z2} (images augmented independently)."""
 
+    load = staticmethod(load_rgb)  # the datamodule may put a DecodedImageCache here
+
     def __init__(self, paths: list[Path], domains: list[int], transform, latent_dim: int) -> None:
         self.paths, self.domains, self.transform, self.latent_dim = paths, domains, transform, latent_dim
 
@@ -233,7 +237,7 @@ class MultiDomainTrainSet(Dataset):
         return len(self.paths)
 
     def _image(self, index: int, generator: torch.Generator) -> torch.Tensor:
-        image = load_rgb(self.paths[index])
+        image = self.load(self.paths[index])
         return self.transform.image(image, self.transform.sample(image.size, generator))
 
     def __getitem__(self, draw: TripletDraw) -> dict:

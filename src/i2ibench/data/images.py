@@ -149,3 +149,22 @@ def load_rgb(path: Path) -> Image.Image:
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             return Image.alpha_composite(background, rgba).convert("RGB")
         return img.convert("RGB")
+
+
+class DecodedImageCache:
+    """Decoded training images kept in memory, up to `max_mb` per process (each dataloader worker has
+    its own), so small datasets are decoded once instead of once per epoch. Images are returned as
+    stored: the transforms never modify an image in place."""
+
+    def __init__(self, max_mb: int) -> None:
+        self.max_bytes, self.bytes, self.images = max_mb * 2**20, 0, {}
+
+    def __call__(self, path: Path) -> Image.Image:
+        image = self.images.get(path)
+        if image is None:
+            image = load_rgb(path)
+            size = image.width * image.height * 3
+            if self.bytes + size <= self.max_bytes:
+                self.images[path] = image
+                self.bytes += size
+        return image

@@ -111,6 +111,8 @@ def stack_masks(masks: list[torch.Tensor], slots: int, size: tuple[int, int], or
 class MaskedUnalignedDataset(Dataset):
     """Unaligned training pairs, each image with its instance masks: A, B, A_masks, B_masks, A_count, B_count."""
 
+    load = staticmethod(load_rgb)  # the datamodule may put a DecodedImageCache here
+
     def __init__(self, paths: dict[str, list[Path]], masks: dict[Path, list[Path]], transform: TrainTransform,
                  max_instances: int, order: str = "decreasing") -> None:
         self.paths, self.masks, self.transform = paths, masks, transform
@@ -124,7 +126,7 @@ class MaskedUnalignedDataset(Dataset):
         item = {}
         for domain, index in (("A", draw.index_a), ("B", draw.index_b)):
             path = self.paths[domain][index]
-            image = load_rgb(path)
+            image = self.load(path)
             aug = self.transform.sample(image.size, generator)  # one draw for the image and all its masks
             item[domain], item[f"{domain}_path"] = self.transform.image(image, aug), str(path)
             masks = [self.transform.mask(Image.open(m), aug) for m in self.masks[path]]

@@ -34,6 +34,11 @@ class TranslationModule(pl.LightningModule):
         self.automatic_optimization = False
         self.epochs_completed = 0  # our own count: Lightning's checkpoint "epoch" is the index of the last one
         self.loaded_checkpoint: dict | None = None
+        self.adam_implementation: dict[str, bool] = {}  # {"fused": True} from SpeedOptions; {} lets PyTorch choose
+
+    def adam(self, params, lr: float, betas: tuple[float, float], weight_decay: float = 0.0) -> torch.optim.Adam:
+        """Adam as every method builds it; the implementation (fused / foreach) does not change the maths."""
+        return torch.optim.Adam(list(params), lr=lr, betas=betas, weight_decay=weight_decay, **self.adam_implementation)
 
     # -- the contract --------------------------------------------------------------------------
     def translate(self, batch: dict, task: str) -> Tensor:

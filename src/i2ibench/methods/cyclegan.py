@@ -143,10 +143,8 @@ class CycleGAN(TranslationModule):
     def configure_optimizers(self):
         hp = self.hparams
         betas = (hp.beta1, hp.beta2)
-        opt_g = torch.optim.Adam(itertools.chain(self.gen_AB.parameters(), self.gen_BA.parameters()), lr=hp.lr,
-                                 betas=betas)
-        opt_d = torch.optim.Adam(itertools.chain(self.disc_A.parameters(), self.disc_B.parameters()),
-                                 lr=hp.lr_D or hp.lr, betas=betas)
+        opt_g = self.adam(itertools.chain(self.gen_AB.parameters(), self.gen_BA.parameters()), hp.lr, betas)
+        opt_d = self.adam(itertools.chain(self.disc_A.parameters(), self.disc_B.parameters()), hp.lr_D or hp.lr, betas)
         factor = linear_decay(hp.n_epochs, hp.n_epochs_decay)
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, factor) for opt in (opt_g, opt_d)]
         return [opt_g, opt_d], schedulers

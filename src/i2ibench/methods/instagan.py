@@ -8,8 +8,9 @@ mask slots, cycle on image and masks (10), identity (lambda_idt x 10), context p
 between input and translation outside the union of the pass's input and output masks (lambda_ctx
 x 10). Masks enter the networks in [-1, 1] with empty slots at -1, as in the reference.
 
-Deliberate difference: a pass skips only the samples without instances in its slots (the
-reference skips a pass for the whole batch, which only agrees at its batch size of 1).
+Deliberate differences: a pass skips only the samples without instances in its slots (the
+reference skips a pass for the whole batch, which only agrees at its batch size of 1); under
+DDP all processes run as many passes as the busiest needs (see `agreed_passes`).
 """
 
 from __future__ import annotations
@@ -78,17 +79,16 @@ class InstaGAN(TranslationModule):
         state = {d: {"image": batch[d], "masks": to_signed(batch[f"{d}_masks"])} for d in "AB"}
         for d in "AB":  # the translated masks of every slot, filled pass by pass (empty until then)
             state[d]["fake_masks"] = -torch.ones_like(state[d]["masks"])
-        slots = state["A"]["masks"].shape[1]
-        for first in range(0, slots, hp.ins_per):
+        for first in range(0, self.agreed_passes(batch) * hp.ins_per, hp.ins_per):
             passes = {d: self.pass_inputs(state[d], first) for d in "AB"}
-            if all(p is None for p in passes.values()):
-                break  # no sample has instances left in either domain
             set_requires_grad((self.disc_A, self.disc_B), False)
             g_losses, outputs = {}, {}
             for source, target in (("A", "B"), ("B", "A")):
                 if passes[source] is not None:
                     losses, outputs[source] = self.generator_pass(source, target, state[source], passes[source], first)
                     g_losses.update(losses)
+            if not g_losses:  # only under DDP: no instances left here, but the other processes step
+                g_losses["idle"] = self.zero_loss(self.gen_AB, self.gen_BA)
             g_total = torch.stack(list(g_losses.values())).sum()
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_total)
@@ -103,6 +103,8 @@ class InstaGAN(TranslationModule):
                     d_losses[f"disc_{target}"] = discriminator_adversarial_loss(
                         disc(batch[target], to_signed(batch[f"{target}_masks"])),
                         disc(fake[:, :3], fake[:, 3:]), hp.gan_mode)
+            if not d_losses:
+                d_losses["idle"] = self.zero_loss(self.disc_A, self.disc_B)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(torch.stack(list(d_losses.values())).sum())
             opt_d.step()
@@ -111,8 +113,25 @@ class InstaGAN(TranslationModule):
                 rows = passes[source]["rows"]
                 state[source]["image"] = state[source]["image"].index_copy(0, rows, out["image"].detach())
                 state[source]["fake_masks"][rows, first:first + hp.ins_per] = out["masks"].detach()
-            self.log_losses({**{f"gen_{k}": v for k, v in g_losses.items()}, "gen_total": g_total, **d_losses},
-                            batch_size=batch["A"].shape[0])
+            logged = {**{f"gen_{k}": v for k, v in g_losses.items()}, "gen_total": g_total, **d_losses}
+            self.log_losses({k: v for k, v in logged.items() if "idle" not in k}, batch_size=batch["A"].shape[0])
+
+    def agreed_passes(self, batch: dict) -> int:
+        """Sequential passes this batch needs: enough for its most numerous instance set.
+
+        Under DDP every process must make the same backward calls, so they agree on the largest
+        count; a process with nothing left in a pass then contributes zero gradients (`zero_loss`).
+        """
+        counts = torch.stack([batch["A_count"].max(), batch["B_count"].max()]).max()
+        passes = torch.div(counts + self.hparams.ins_per - 1, self.hparams.ins_per, rounding_mode="floor")
+        if self.trainer.world_size > 1:
+            passes = self.trainer.strategy.reduce(passes.to(self.device).float(), reduce_op="max")
+        return int(passes)
+
+    @staticmethod
+    def zero_loss(*nets: torch.nn.Module) -> Tensor:
+        """A loss of 0 that reaches every parameter: zero gradients for DDP's all-reduce."""
+        return sum(p.sum() for net in nets for p in net.parameters() if p.requires_grad) * 0.0
 
     def pass_inputs(self, state: dict, first: int) -> dict | None:
         """The samples with instances in slots [first, first + ins_per), with their image and those masks."""
@@ -147,8 +166,8 @@ class InstaGAN(TranslationModule):
     def configure_optimizers(self):
         hp = self.hparams
         betas = (hp.beta1, hp.beta2)
-        opt_g = torch.optim.Adam(itertools.chain(self.gen_AB.parameters(), self.gen_BA.parameters()), hp.lr, betas)
-        opt_d = torch.optim.Adam(itertools.chain(self.disc_A.parameters(), self.disc_B.parameters()), hp.lr, betas)
+        opt_g = self.adam(itertools.chain(self.gen_AB.parameters(), self.gen_BA.parameters()), hp.lr, betas)
+        opt_d = self.adam(itertools.chain(self.disc_A.parameters(), self.disc_B.parameters()), hp.lr, betas)
         factor = linear_decay(hp.n_epochs, hp.n_epochs_decay)
         return [opt_g, opt_d], [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]
 

@@ -184,11 +184,11 @@ class StarGANv2(TranslationModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        adam = dict(betas=(hp.beta1, hp.beta2), weight_decay=hp.weight_decay)
-        return [torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr, **adam),
-                torch.optim.Adam(self.generator.parameters(), lr=hp.lr, **adam),
-                torch.optim.Adam(self.mapping_network.parameters(), lr=hp.f_lr, **adam),
-                torch.optim.Adam(self.style_encoder.parameters(), lr=hp.lr, **adam)]
+        betas = (hp.beta1, hp.beta2)
+        return [self.adam(self.discriminator.parameters(), hp.lr, betas, hp.weight_decay),
+                self.adam(self.generator.parameters(), hp.lr, betas, hp.weight_decay),
+                self.adam(self.mapping_network.parameters(), hp.f_lr, betas, hp.weight_decay),
+                self.adam(self.style_encoder.parameters(), hp.lr, betas, hp.weight_decay)]
 
     # -- evaluation ----------------------------------------------------------------------------
     def eval_tasks(self, domains: tuple[str, ...]) -> list[str]:

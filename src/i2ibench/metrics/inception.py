@@ -135,7 +135,8 @@ class InceptionExtractor:
     @torch.no_grad()
     def __call__(self, images_uint8: Tensor) -> tuple[Tensor, Tensor]:
         """N x 3 x H x W uint8 (any H, W: resized to 299 inside, TF1-bilinear) -> (N x 2048, N x 1008), float32 on CPU."""
-        with full_precision():
+        # float32 whatever the training precision: no TF32, no bf16 autocast around the metric network.
+        with full_precision(), torch.autocast(self.device.type, enabled=False):
             features, logits = self.model(images_uint8.to(self.device))
         return features.float().cpu(), logits.float().cpu()
 

@@ -1,0 +1,336 @@
+"""Training throughput and peak memory of each method, against a plain PyTorch loop, per speed option.
+
+Run: `python benchmarks/train_speed.py` (or `make bench-speed`). For each method and size it
+times, each in a fresh process (clean peak memory), on the same in-memory batches:
+- `plain-loop`: the method's own networks and losses driven by a plain PyTorch loop with no
+  Lightning (the CycleGAN family and the mask CycleGAN: the reference-equivalent step);
+- `eager-fp32`: the suite's step through the Lightning Trainer with every speed option off;
+- `default`: the suite's defaults (SpeedOptions(): channels_last, fused Adam);
+- `default+bf16`, `default+compile`, `default+bf16+compile`: with bf16 autocast / torch.compile.
+Prints images/second and peak memory, and the ratios the performance targets are stated in;
+writes results/perf/train_speed.json. `--sizes paper` uses each method's paper size and batch
+(for a GPU); `--sizes cpu` (the default without a GPU) small ones.
+Also: `--quality` (loss curves of the fastest path against float32, seeds as the noise scale)
+and `--scaling` (step time at 64 / 128 / 256 px).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CPU_SIZES = {"cyclegan": (128, 1), "ssim-lsgan": (128, 1), "densenet-cyclegan": (128, 1),
+             "inception-cyclegan": (128, 1), "mask-cyclegan": (128, 1), "instagan": (128, 1), "stargan-v2": (128, 2)}
+PAPER_SIZES = {"cyclegan": (256, 1), "ssim-lsgan": (128, 1), "densenet-cyclegan": (256, 1),
+               "inception-cyclegan": (256, 1), "mask-cyclegan": (256, 1), "instagan": (256, 1), "stargan-v2": (256, 8)}
+PLAIN_LOOP = {"cyclegan", "ssim-lsgan", "densenet-cyclegan", "inception-cyclegan", "mask-cyclegan"}
+CONFIGS = {
+    "plain-loop": {},
+    "eager-fp32": {"speed": {"channels_last": False, "fused_adam": False}, "precision": "32-true"},
+    "default": {"speed": {}, "precision": "32-true"},
+    "default+bf16": {"speed": {}, "precision": "bf16-mixed"},
+    "default+compile": {"speed": {"compile": True}, "precision": "32-true"},
+    "default+bf16+compile": {"speed": {"compile": True}, "precision": "bf16-mixed"},
+}
+
+
+# -- one measurement (runs in its own process) --------------------------------------------------
+def build_model(method: str, size: int):
+    """The method from its own config (paper widths), at `size` px; offline perceptual network."""
+    from i2ibench.registry import METHODS, load_all
+
+    load_all()
+    spec = METHODS.get(method)
+    args = yaml.safe_load(spec.config_path.read_text())["model"]["init_args"]
+    if args.get("perceptual_network") == "vgg16":
+        args["perceptual_network"] = "inception"  # VGG-16 needs a download; the same cost class offline
+    if method == "stargan-v2":
+        args.update(img_size=size, num_domains=2)
+    return spec.module_class(**args)
+
+
+def synthetic_batches(method: str, size: int, batch: int, count: int, device: torch.device) -> list[dict]:
+    """Random images (and masks / latents) in the method's batch contract, already on the device."""
+    generator = torch.Generator().manual_seed(0)
+    image = lambda: (torch.rand(batch, 3, size, size, generator=generator) * 2 - 1).to(device)  # noqa: E731
+    batches = []
+    for _ in range(count):
+        if method == "stargan-v2":
+            y = torch.randint(0, 2, (batch,), generator=generator).to(device)
+            batches.append({"x": image(), "y": y, "x_ref": image(), "x_ref2": image(), "y_ref": 1 - y,
+                            "z": torch.randn(batch, 16, generator=generator).to(device),
+                            "z2": torch.randn(batch, 16, generator=generator).to(device)})
+            continue
+        item = {"A": image(), "B": image()}
+        if method in ("instagan", "mask-cyclegan"):
+            for d in "AB":
+                masks = torch.zeros(batch, 4, size, size)
+                masks[:, 0, size // 4: size // 2, size // 4: size // 2] = 1
+                masks[:, 1, size // 2: 3 * size // 4, size // 3: 2 * size // 3] = 1
+                item[f"{d}_masks"], item[f"{d}_count"] = masks.to(device), torch.full((batch,), 2)
+        batches.append(item)
+    return batches
+
+
+def plain_loop_seconds(method: str, size: int, batch: int, steps: int, warmup: int, device) -> list[float]:
+    """The CycleGAN step as a plain PyTorch loop: the module's networks and losses, no Lightning."""
+    from i2ibench.losses import discriminator_adversarial_loss
+
+    model = build_model(method, size).to(device)
+    opt_g, opt_d = (torch.optim.Adam(list(p), lr=2e-4, betas=(0.5, 0.999)) for p in (
+        list(model.gen_AB.parameters()) + list(model.gen_BA.parameters()),
+        list(model.disc_A.parameters()) + list(model.disc_B.parameters())))
+    batches = synthetic_batches(method, size, batch, 4, device)
+    times = []
+    for step in range(warmup + steps):
+        start = time.perf_counter()
+        images = model.forward_cycle(batches[step % 4])
+        model.disc_A.requires_grad_(False), model.disc_B.requires_grad_(False)
+        g_total = torch.stack(list(model.generator_losses(images).values())).sum()
+        opt_g.zero_grad(set_to_none=True)
+        g_total.backward()
+        opt_g.step()
+        model.disc_A.requires_grad_(True), model.disc_B.requires_grad_(True)
+        d_loss = (discriminator_adversarial_loss(model.disc_B(images["real_B"]),
+                                                 model.disc_B(model.pool_B.query(images["fake_B"])), "lsgan")
+                  + discriminator_adversarial_loss(model.disc_A(images["real_A"]),
+                                                   model.disc_A(model.pool_A.query(images["fake_A"])), "lsgan"))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times[warmup:]
+
+
+def suite_seconds(method: str, size: int, batch: int, steps: int, warmup: int, config: dict, device) -> list[float]:
+    """The suite's step through the Lightning Trainer (CSV logging on, as in a run), timed per batch."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import CSVLogger
+
+    from i2ibench.methods.speed import SpeedOptions
+
+    class Timer(pl.Callback):
+        def __init__(self) -> None:
+            self.times, self.last = [], None
+
+        def on_train_batch_start(self, *args) -> None:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            if self.last is not None:
+                self.times.append(now - self.last)  # batch to batch: the whole loop's overhead counts
+            self.last = now
+
+    batches = synthetic_batches(method, size, batch, 4, torch.device("cpu"))
+    loader = torch.utils.data.DataLoader([batches[i % 4] for i in range(warmup + steps + 1)], batch_size=None)
+    timer = Timer()
+    model = build_model(method, size)
+    model.on_train_epoch_end = lambda: None  # no per-epoch sample grid (there is one epoch here)
+    trainer = pl.Trainer(accelerator=device.type, devices=1, max_epochs=1, precision=config["precision"],
+                         logger=CSVLogger(str(REPO / "runs" / "speed")), log_every_n_steps=50,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[SpeedOptions(**config["speed"]), timer], num_sanity_val_steps=0,
+                         limit_val_batches=0)
+    trainer.fit(model, train_dataloaders=loader)
+    return timer.times[warmup:]
+
+
+def measure(job: dict) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    if job["config"] == "plain-loop":
+        times = plain_loop_seconds(job["method"], job["size"], job["batch"], job["steps"], job["warmup"], device)
+    else:
+        times = suite_seconds(job["method"], job["size"], job["batch"], job["steps"], job["warmup"],
+                              CONFIGS[job["config"]], device)
+    median = statistics.median(times)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {**job, "median_step_s": median, "images_per_s": job["batch"] / median, "peak_memory_mb": peak,
+            "memory_kind": "CUDA max allocated" if device.type == "cuda" else "process peak RSS"}
+
+
+def run_job(job: dict, timeout: int) -> dict:
+    """One measurement in a fresh process."""
+    result = subprocess.run([sys.executable, __file__, "--job", json.dumps(job)], capture_output=True, text=True,
+                            timeout=timeout, env={**os.environ, "WANDB_MODE": "disabled"})
+    if result.returncode != 0:
+        return {**job, "error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# -- quality: do the fast paths train the same? --------------------------------------------------
+def quality_run(job: dict) -> dict:
+    """CycleGAN (smoke widths) on the built-in photo/sketch set: every per-step loss of one run."""
+    import pytorch_lightning as pl
+
+    from i2ibench.data import I2IDataModule
+    from i2ibench.methods.cyclegan import CycleGAN
+    from i2ibench.methods.speed import SpeedOptions
+
+    class Losses(pl.Callback):
+        def __init__(self) -> None:
+            self.steps: list[dict] = []
+
+        def on_train_batch_end(self, trainer, *args) -> None:
+            self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+
+    pl.seed_everything(job["seed"])
+    recorder = Losses()
+    config = CONFIGS[job["config"]]
+    model = CycleGAN(generator_args={"ngf": 32, "n_blocks": 6}, discriminator_args={"ndf": 32},
+                     n_epochs=job["epochs"], n_epochs_decay=job["epochs"])
+    model.on_train_epoch_end = lambda: None
+    trainer = pl.Trainer(accelerator="auto", devices=1, max_epochs=job["epochs"], precision=config["precision"],
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                         limit_train_batches=job["steps_per_epoch"], callbacks=[SpeedOptions(**config["speed"]), recorder])
+    data = I2IDataModule("builtin", load_size=72, crop_size=64, batch_size=1, num_workers=0, seed=job["seed"])
+    start = time.perf_counter()
+    trainer.fit(model, data)
+    return {**job, "seconds": time.perf_counter() - start, "losses": recorder.steps}
+
+
+def quality(args) -> None:
+    """fp32 with seeds 0 and 1 (their spread is the noise) against the fastest path with seed 0."""
+    runs = {}
+    for name, config, seed in (("fp32 seed 0", "eager-fp32", 0), ("fp32 seed 1", "eager-fp32", 1),
+                               (f"{args.fast} seed 0", args.fast, 0)):
+        job = {"mode": "quality", "config": config, "seed": seed, "epochs": 2, "steps_per_epoch": args.quality_steps // 2}
+        runs[name] = run_job(job, args.timeout)
+        print(f"{name}: {runs[name].get('seconds', float('nan')):.0f} s", flush=True)
+    keys = ["train/gen_total", "train/gen_cycle_A", "train/disc_A", "train/disc_B"]
+    tail = args.quality_steps // 4
+    summary = {name: {k: statistics.fmean(step[k] for step in run["losses"][-tail:]) for k in keys}
+               for name, run in runs.items()}
+    names = list(runs)
+    verdict = {k: {"fast_minus_fp32": summary[names[2]][k] - summary[names[0]][k],
+                   "seed_noise": summary[names[1]][k] - summary[names[0]][k]} for k in keys}
+    from i2ibench import files
+
+    plot_curves(runs, keys, args.out.with_name("quality_curves.png"))
+    files.write_json(args.out.with_name("quality.json"), {"summary_last_quarter": summary, "differences": verdict,
+                                                          "runs": {n: {**r, "losses": r["losses"]} for n, r in runs.items()}})
+    for k, v in verdict.items():
+        print(f"{k:22s} fast - fp32 {v['fast_minus_fp32']:+.4f}   seed 1 - seed 0 {v['seed_noise']:+.4f}")
+    print(f"written {args.out.with_name('quality.json')} and quality_curves.png")
+
+
+def plot_curves(runs: dict, keys: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+    for axis, key in zip(axes, keys):
+        for name, run in runs.items():
+            values = [step[key] for step in run["losses"]]
+            window = 20
+            smooth = [statistics.fmean(values[max(0, i - window):i + 1]) for i in range(len(values))]
+            axis.plot(smooth, label=name)
+        axis.set_title(key.removeprefix("train/") + f" ({window}-step mean)")
+        axis.set_xlabel("step")
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+
+
+# -- scaling: step time against image size ------------------------------------------------------
+def scaling(args) -> None:
+    rows = []
+    for size in (64, 128, 256):
+        job = {"method": "cyclegan", "config": "default", "size": size, "batch": 1, "steps": 6, "warmup": 2}
+        rows.append(run_job(job, args.timeout))
+        print(f"cyclegan default {size:4d}px b1: {rows[-1].get('median_step_s', float('nan')):.3f} s/step", flush=True)
+    from i2ibench import files
+
+    files.write_json(args.out.with_name("scaling.json"), {"rows": rows})
+
+
+# -- the table ---------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default=",".join(CPU_SIZES))
+    parser.add_argument("--configs", default="plain-loop,eager-fp32,default,default+bf16,default+compile,"
+                                             "default+bf16+compile")
+    parser.add_argument("--sizes", choices=("cpu", "paper"), default="paper" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=4)
+    parser.add_argument("--timeout", type=int, default=1800)
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "perf" / "train_speed.json")
+    parser.add_argument("--quality", action="store_true", help="loss curves: the fast path against float32")
+    parser.add_argument("--quality-steps", type=int, default=400)
+    parser.add_argument("--fast", default="default+bf16", help="the configuration --quality checks")
+    parser.add_argument("--scaling", action="store_true", help="step time at 64, 128 and 256 px")
+    parser.add_argument("--job", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.job:
+        job = json.loads(args.job)
+        print(json.dumps(quality_run(job) if job.get("mode") == "quality" else measure(job)))
+        return
+    if args.quality:
+        return quality(args)
+    if args.scaling:
+        return scaling(args)
+    sizes = CPU_SIZES if args.sizes == "cpu" else PAPER_SIZES
+    rows = []
+    for method in args.methods.split(","):
+        size, batch = sizes[method]
+        for config in args.configs.split(","):
+            if config == "plain-loop" and method not in PLAIN_LOOP:
+                continue
+            job = {"method": method, "config": config, "size": size, "batch": batch, "steps": args.steps,
+                   "warmup": args.warmup + (6 if "compile" in config else 0)}
+            row = run_job(job, args.timeout)
+            rows.append(row)
+            shown = f"{row['images_per_s']:8.2f} img/s {row['peak_memory_mb']:8.0f} MB" if "error" not in row \
+                else f"error: {row['error'][:80]}"
+            print(f"{method:20s} {config:22s} {size:4d}px b{batch}  {shown}", flush=True)
+    from i2ibench import files
+
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "torch": torch.__version__,
+               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    files.write_json(args.out, {"machine": machine, "rows": rows, "ratios": ratios(rows)})
+    for line in ratios(rows):
+        print(line)
+    print(f"written {args.out}")
+
+
+def ratios(rows: list[dict]) -> list[str]:
+    """The target ratios: default vs the plain loop (framework overhead), fastest vs the plain loop."""
+    lines = []
+    by = {(r["method"], r["config"]): r for r in rows if "error" not in r}
+    for method in sorted({r["method"] for r in rows}):
+        base = by.get((method, "plain-loop")) or by.get((method, "eager-fp32"))
+        if base is None:
+            continue
+        suite = [r for (m, c), r in by.items() if m == method and c != "plain-loop"]
+        fastest = max(suite, key=lambda r: r["images_per_s"], default=None)
+        default = by.get((method, "default"))
+        text = f"{method}: vs {base['config']}"
+        if default:
+            text += f"; default step time x{default['median_step_s'] / base['median_step_s']:.3f}"
+        if fastest:
+            text += f"; fastest ({fastest['config']}) {fastest['images_per_s'] / base['images_per_s']:.2f}x the images/s"
+        lines.append(text)
+    return lines
+
+
+if __name__ == "__main__":
+    main()
