@@ -67,7 +67,7 @@ def main() -> None:
 
     start = time.perf_counter()
     real = torch.rand(args.n, 2048, generator=generator)  # Inception pool3 features are non-negative
-    suite = MetricSuite(DistributionSettings())
+    suite = MetricSuite(DistributionSettings(), expected_count=args.n)
     for first in range(0, args.n, args.batch):
         count = min(args.batch, args.n - first)
         suite.update(torch.arange(first, first + count), features=torch.rand(count, 2048, generator=generator) * 1.1,
@@ -82,7 +82,8 @@ def main() -> None:
     metric_steps = {
         "fid": lambda: D.frechet_distance_from_features(real, fake["features"]),
         "kid": lambda: D.kernel_inception_distance(real, fake["features"], subset, settings.kid_subsets, 0),
-        "is": lambda: D.inception_score(fake["logits"], settings.is_splits, 0),
+        "is": lambda: D.inception_score_from_sums(fake["is_probability_sums"], fake["is_neg_entropy_sums"],
+                                                  fake["is_counts"]),
         "mmd": lambda: D.gaussian_mmd2(real, fake["features"], D.median_distance(real, 2000, 0)),
         "precision_recall": lambda: D.precision_recall(real, fake["features"], settings.prc_neighborhood),
     }

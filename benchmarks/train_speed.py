@@ -5,8 +5,8 @@ times, each in a fresh process (clean peak memory), on the same in-memory batche
 - `plain-loop`: the method's own networks and losses driven by a plain PyTorch loop with no
   Lightning (the CycleGAN family and the mask CycleGAN: the reference-equivalent step);
 - `eager-fp32`: the suite's step through the Lightning Trainer with every speed option off;
-- `default`: the suite's defaults (SpeedOptions(): channels_last, fused Adam);
-- `default+bf16`, `default+compile`, `default+bf16+compile`: with bf16 autocast / torch.compile.
+- `fused-adam`, `channels-last`, `compile`, `bf16`: one option at a time;
+- `default`: the suite's defaults (SpeedOptions()); `bf16+compile`, `bf16+channels-last`: combined.
 Prints images/second and peak memory, and the ratios the performance targets are stated in;
 writes results/perf/train_speed.json. `--sizes paper` uses each method's paper size and batch
 (for a GPU); `--sizes cpu` (the default without a GPU) small ones.
@@ -36,13 +36,17 @@ CPU_SIZES = {"cyclegan": (128, 1), "ssim-lsgan": (128, 1), "densenet-cyclegan": 
 PAPER_SIZES = {"cyclegan": (256, 1), "ssim-lsgan": (128, 1), "densenet-cyclegan": (256, 1),
                "inception-cyclegan": (256, 1), "mask-cyclegan": (256, 1), "instagan": (256, 1), "stargan-v2": (256, 8)}
 PLAIN_LOOP = {"cyclegan", "ssim-lsgan", "densenet-cyclegan", "inception-cyclegan", "mask-cyclegan"}
-CONFIGS = {
+OFF = {"channels_last": False, "fused_adam": False, "compile": False}
+CONFIGS = {  # one speed option at a time against eager float32, then the defaults and combinations
     "plain-loop": {},
-    "eager-fp32": {"speed": {"channels_last": False, "fused_adam": False}, "precision": "32-true"},
+    "eager-fp32": {"speed": OFF, "precision": "32-true"},
+    "fused-adam": {"speed": {**OFF, "fused_adam": True}, "precision": "32-true"},
+    "channels-last": {"speed": {**OFF, "channels_last": True}, "precision": "32-true"},
+    "compile": {"speed": {**OFF, "compile": True}, "precision": "32-true"},
+    "bf16": {"speed": OFF, "precision": "bf16-mixed"},
     "default": {"speed": {}, "precision": "32-true"},
-    "default+bf16": {"speed": {}, "precision": "bf16-mixed"},
-    "default+compile": {"speed": {"compile": True}, "precision": "32-true"},
-    "default+bf16+compile": {"speed": {"compile": True}, "precision": "bf16-mixed"},
+    "bf16+compile": {"speed": {**OFF, "compile": True}, "precision": "bf16-mixed"},
+    "bf16+channels-last": {"speed": {**OFF, "channels_last": True}, "precision": "bf16-mixed"},
 }
 
 
@@ -266,8 +270,7 @@ def scaling(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=",".join(CPU_SIZES))
-    parser.add_argument("--configs", default="plain-loop,eager-fp32,default,default+bf16,default+compile,"
-                                             "default+bf16+compile")
+    parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--sizes", choices=("cpu", "paper"), default="paper" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=4)
@@ -275,7 +278,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "results" / "perf" / "train_speed.json")
     parser.add_argument("--quality", action="store_true", help="loss curves: the fast path against float32")
     parser.add_argument("--quality-steps", type=int, default=400)
-    parser.add_argument("--fast", default="default+bf16", help="the configuration --quality checks")
+    parser.add_argument("--fast", default="bf16", help="the configuration --quality checks")
     parser.add_argument("--scaling", action="store_true", help="step time at 64, 128 and 256 px")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()

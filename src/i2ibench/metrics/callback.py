@@ -97,8 +97,10 @@ class EvaluationCallback(Callback):
         if datamodule.mode == "mask":
             two_domain += ("background",)
         references = {task: () if task in multi_domain else two_domain for task in tasks}
+        counts = {task: len(datamodule.eval_dataset(split, task)) * (datamodule.outputs_per_source
+                                                                     if task in multi_domain else 1) for task in tasks}
         sync_device = pl_module.device if trainer.world_size > 1 else None
-        self.evaluator.begin(references, sync_device, diversity=multi_domain)
+        self.evaluator.begin(references, counts, sync_device, diversity=multi_domain)
         self._started = time.perf_counter()
 
     def _update(self, fake: torch.Tensor, batch: dict) -> None:

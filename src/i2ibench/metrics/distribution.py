@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
-from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
 from torch_fidelity.metric_kid import kernel_mmd
 
 FID_FULL_RANK = 2048  # fewer samples than feature dimensions: a rank-deficient covariance
@@ -80,17 +79,28 @@ def kernel_inception_distance(real: Tensor, fake: Tensor, subset_size: int, subs
     return float(values.mean()), float(values.std())
 
 
-def inception_score(logits: Tensor, splits: int, seed: int) -> tuple[float, float]:
-    """IS (Salimans et al. 2016) from logits over `splits` shuffled splits, as torch-fidelity computes it.
-
-    torch-fidelity's function converts all logits to float64 at once (1.2 GB at 50k images);
-    we draw its permutation ourselves and hand it one split at a time, which gives the same numbers.
-    """
-    n = len(logits)
+def split_of_each_sample(n: int, splits: int, seed: int) -> Tensor:
+    """The IS split of each of n samples: torch-fidelity shuffles with RandomState(seed).permutation(n)
+    and cuts the shuffled order into `splits` consecutive parts."""
     order = torch.from_numpy(np.random.RandomState(seed).permutation(n))
-    scores = [isc_features_to_metric(logits[order[i * n // splits:(i + 1) * n // splits]], splits=1,
-                                     shuffle=False)[KEY_METRIC_ISC_MEAN] for i in range(splits)]
-    return float(np.mean(scores)), float(np.std(scores))
+    split = torch.empty(n, dtype=torch.long)
+    for i in range(splits):
+        split[order[i * n // splits:(i + 1) * n // splits]] = i
+    return split
+
+
+def inception_score_from_sums(probability_sums: Tensor, neg_entropy_sums: Tensor,
+                              counts: Tensor) -> tuple[float, float]:
+    """IS from per-split sums: exp(mean_x sum_c p log p - sum_c q log q), q the split's mean p.
+
+    The same value as torch-fidelity's mean over x of KL(p_x || q), since sum_x p_x = n q; but
+    additive over samples, so an evaluation accumulates a few numbers per split instead of
+    keeping every image's 1008 logits (200 MB at 50k images).
+    """
+    q = probability_sums / counts[:, None]
+    kl = neg_entropy_sums / counts - (q * torch.log(q)).nan_to_num().sum(dim=1)
+    scores = torch.exp(kl).numpy()
+    return float(scores.mean()), float(scores.std())
 
 
 def median_distance(features: Tensor, max_samples: int, seed: int) -> float:
@@ -136,6 +146,12 @@ def nearest_neighbour_radii(features: Tensor, k: int, rows: int) -> Tensor:
     return radii
 
 
+def block_rows(n: int) -> int:
+    """Rows per distance block: blocks of over 32 MB are mmapped by glibc and really freed after use;
+    smaller ones churn through per-thread heap arenas (+500 MB of fragmentation at 50k images)."""
+    return max(128, -(-40 * 2**20 // (4 * n)))
+
+
 def coverage(queries: Tensor, support: Tensor, radii: Tensor, rows: int) -> float:
     """Fraction of `queries` inside at least one ball (support point, its k-NN radius)."""
     inside = 0
@@ -144,15 +160,15 @@ def coverage(queries: Tensor, support: Tensor, radii: Tensor, rows: int) -> floa
     return inside / len(queries)
 
 
-def precision_recall(real: Tensor, fake: Tensor, neighborhood: int, rows: int = 128) -> tuple[float, float]:
+def precision_recall(real: Tensor, fake: Tensor, neighborhood: int) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019): k-NN balls around each set's points.
 
     Precision: the fraction of fakes inside the real manifold; recall: of reals inside the fake one.
-    The definition (and the numbers) of torch-fidelity's `prc` metric; computed here in blocks of
-    `rows` x N distances, one cdist call each: torch-fidelity's memory-saving path builds the same
-    rows from many 256 x 256 pieces, which fragments the heap (+650 MB at 20k images on a 2-core
-    CPU; see benchmarks/metrics_memory.py).
+    The definition (and the numbers) of torch-fidelity's `prc` metric, computed in blocks of rows x N
+    distances, one cdist call each: torch-fidelity's memory-saving path builds the same rows from
+    many 256 x 256 pieces, which fragments the heap (+650 MB at 20k images; benchmarks/metrics_memory.py).
     """
-    precision = coverage(fake, real, nearest_neighbour_radii(real, neighborhood, rows), rows)
-    recall = coverage(real, fake, nearest_neighbour_radii(fake, neighborhood, rows), rows)
+    rows_real, rows_fake = block_rows(len(real)), block_rows(len(fake))
+    precision = coverage(fake, real, nearest_neighbour_radii(real, neighborhood, rows_real), rows_real)
+    recall = coverage(real, fake, nearest_neighbour_radii(fake, neighborhood, rows_fake), rows_fake)
     return precision, recall

@@ -52,12 +52,13 @@ class Evaluator:
         return self
 
     # -- accumulate ----------------------------------------------------------------------------
-    def begin(self, references: dict[str, tuple[str, ...]], sync_device: torch.device | None = None,
-              diversity: tuple[str, ...] = ()) -> None:
-        """Start a new evaluation; `references[task]` names the content references of each task, and
-        the tasks in `diversity` translate each source K times (N x K outputs, LPIPS diversity)."""
+    def begin(self, references: dict[str, tuple[str, ...]], counts: dict[str, int],
+              sync_device: torch.device | None = None, diversity: tuple[str, ...] = ()) -> None:
+        """Start a new evaluation; `references[task]` names the content references of each task,
+        `counts[task]` the number of translations it will produce, and the tasks in `diversity`
+        translate each source K times (N x K outputs, LPIPS diversity)."""
         unavailable = self.extractor.weights.is_unavailable_reason
-        self.suites = {task: MetricSuite(self.settings, sync_device, unavailable) for task in references}
+        self.suites = {task: MetricSuite(self.settings, sync_device, unavailable, counts[task]) for task in references}
         self.content = {task: ContentMetrics(refs, self.lpips_model, sync_device, task in diversity)
                         for task, refs in references.items()}
         self.timings = {"features_s": 0.0, "content_s": 0.0, "real_features_s": 0.0, "scores_s": 0.0}

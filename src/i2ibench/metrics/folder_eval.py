@@ -90,7 +90,7 @@ def evaluate_folders(real: Path, fake: Path, source: Path | None = None, gt: Pat
             scan_folder(Path(folder), f"--{role}", size=fake_size)
 
     evaluator = Evaluator(weights, settings, lpips, device)
-    evaluator.begin({TASK: tuple(references)})
+    evaluator.begin({TASK: tuple(references)}, {TASK: len(fake_paths)})
     fakes = FolderImages(fake_paths, fake_size, references)
     for batch in DataLoader(fakes, batch_size=batch_size, num_workers=num_workers):
         evaluator.update(TASK, batch["index"], batch["image"], **{role: batch[role] for role in references})

@@ -25,6 +25,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, Featu
 WEIGHTS_ENV = "I2IBENCH_INCEPTION_WEIGHTS"
 EXTRACTOR_NAME = "inception-v3-compat (TF-FID 2015-12-05, torch-fidelity)"
 FEATURE_LAYERS = ("2048", "logits_unbiased")  # torch-fidelity's layers for FID/KID/PRC and for IS
+IS_CLASSES = 1008  # the TF Inception's classifier outputs
 
 
 class WeightsError(ValueError):

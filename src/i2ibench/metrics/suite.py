@@ -1,7 +1,7 @@
 """MetricSuite: every distribution metric of one task from ONE Inception pass per image.
 
-States are torchmetrics list states (features, logits and each sample's dataset index), so DDP
-sync is torchmetrics' own all-gather. After sync the samples are put back in dataset order by
+States are torchmetrics states (features and each sample's dataset index as lists, the Inception
+Score's per-split sums as tensors), so DDP sync is torchmetrics' own all-gather and sum. After sync the samples are put back in dataset order by
 their index: the numbers then depend neither on the batch size nor on how the evaluation set
 was sharded over processes. Features stay float32 on the CPU (50k images: 400 MB per set).
 """
@@ -17,6 +17,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from i2ibench.metrics import distribution as D
+from i2ibench.metrics.inception import IS_CLASSES
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,15 @@ class IndexedSamples(Metric):
     def __init__(self, names: tuple[str, ...], sync_device: torch.device | None = None) -> None:
         super().__init__(dist_sync_fn=device_sync_fn(sync_device))
         self.names = names
+        self.sum_names: list[str] = []  # small tensor states summed over processes (see add_sum_state)
         self.add_state("index", default=[], dist_reduce_fx="cat")
         for name in names:
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self._unmerged_items = self._unmerged_rows = 0
+
+    def add_sum_state(self, name: str, default: Tensor) -> None:
+        self.add_state(name, default=default, dist_reduce_fx="sum")
+        self.sum_names.append(name)
 
     def update(self, index: Tensor, **values: Tensor) -> None:
         self.index.append(index.detach().long().cpu())
@@ -118,7 +124,7 @@ class IndexedSamples(Metric):
         order = torch.argsort(index)
         position = torch.empty_like(order)
         position[order] = torch.arange(len(index))
-        result = {"index": index[order]}
+        result = {"index": index[order], **{name: getattr(self, name).clone() for name in self.sum_names}}
         for name in self.names:
             chunks = getattr(self, name)
             chunks = chunks if isinstance(chunks, list) else [chunks]  # after a DDP sync: one tensor
@@ -140,28 +146,59 @@ def _cat(states: list[Tensor] | Tensor) -> Tensor:
 
 
 class MetricSuite(IndexedSamples):
-    """Fake-image features and logits of one task; `score(real)` gives FID, KID, IS, MMD, P/R."""
+    """Fake-image features of one task, and the Inception Score's per-split sums; `score(real)` gives
+    FID, KID, IS, kernel MMD and precision/recall.
+
+    IS needs `expected_count`, the number of images the evaluation will see: each image's split is
+    known from its index then (`distribution.split_of_each_sample`), and the logits need not be kept.
+    """
 
     def __init__(self, settings: DistributionSettings | None = None, sync_device: torch.device | None = None,
-                 is_unavailable: str | None = None) -> None:
-        # Without a usable classifier the logits are not kept (200 MB at 50k images).
-        super().__init__(("features",) if is_unavailable else ("features", "logits"), sync_device)
+                 is_unavailable: str | None = None, expected_count: int | None = None) -> None:
+        super().__init__(("features",), sync_device)
         self.settings = settings or DistributionSettings()
-        self.is_unavailable = is_unavailable
+        self.is_unavailable, self.expected_count, self.split_of = is_unavailable, expected_count, None
+        splits = self.settings.is_splits
+        if is_unavailable is None and (expected_count is None or expected_count < splits):
+            self.is_unavailable = (f"needs at least {splits} images (one per split); got {expected_count}"
+                                   if expected_count is not None else "the number of images was not given")
+        if self.is_unavailable is None:
+            self.split_of = D.split_of_each_sample(expected_count, splits, self.settings.seed)
+            self.add_sum_state("is_probability_sums", torch.zeros(splits, IS_CLASSES, dtype=torch.float64))
+            self.add_sum_state("is_neg_entropy_sums", torch.zeros(splits, dtype=torch.float64))
+            self.add_sum_state("is_counts", torch.zeros(splits, dtype=torch.float64))
 
-    def update(self, index: Tensor, **values: Tensor) -> None:  # type: ignore[override]
-        super().update(index, **{name: values[name] for name in self.names})
+    def update(self, index: Tensor, features: Tensor, logits: Tensor | None = None) -> None:  # type: ignore[override]
+        super().update(index, features=features)
+        if self.split_of is not None:
+            index, logits = index.long().cpu(), logits.detach().double().cpu()
+            if int(index.max()) >= len(self.split_of):
+                raise ValueError(f"image index {int(index.max())} beyond the expected {self.expected_count} images")
+            split = self.split_of[index]
+            probabilities = logits.softmax(dim=1)
+            self.is_probability_sums.index_add_(0, split, probabilities)
+            self.is_neg_entropy_sums.index_add_(0, split, (probabilities * logits.log_softmax(dim=1)).sum(dim=1))
+            self.is_counts.index_add_(0, split, torch.ones(len(split), dtype=torch.float64))
 
     def score(self, real_features: Tensor) -> tuple[dict[str, float | None], dict[str, str]]:
         """Every distribution metric against the real features; also the reasons for unavailable ones."""
         fake = self.ordered()
-        return distribution_metrics(real_features, fake["features"], fake.get("logits"), self.settings,
-                                    self.is_unavailable)
+        metrics, unavailable = distribution_metrics(real_features, fake["features"], self.settings)
+        if self.split_of is not None and int(fake["is_counts"].sum()) != self.expected_count:
+            self.is_unavailable = (f"{int(fake['is_counts'].sum())} of the expected {self.expected_count} images "
+                                   "were evaluated (a limit_*_batches setting?); IS needs them all")
+        if self.is_unavailable:
+            metrics["is_mean"] = metrics["is_std"] = None
+            unavailable["is"] = self.is_unavailable
+        else:
+            metrics["is_mean"], metrics["is_std"] = D.inception_score_from_sums(
+                fake["is_probability_sums"], fake["is_neg_entropy_sums"], fake["is_counts"])
+        return metrics, unavailable
 
 
-def distribution_metrics(real: Tensor, fake: Tensor, fake_logits: Tensor | None, settings: DistributionSettings,
-                         is_unavailable: str | None = None) -> tuple[dict[str, float | None], dict[str, str]]:
-    """FID, KID, IS, kernel MMD and precision/recall from features (the suite's one computation)."""
+def distribution_metrics(real: Tensor, fake: Tensor,
+                         settings: DistributionSettings) -> tuple[dict[str, float | None], dict[str, str]]:
+    """FID, KID, kernel MMD and precision/recall from features (the suite's one computation)."""
     n_real, n_fake = len(real), len(fake)
     if min(n_real, n_fake) < 2:
         raise ValueError(f"distribution metrics need at least 2 real and 2 fake images (got {n_real}, {n_fake})")
@@ -174,15 +211,6 @@ def distribution_metrics(real: Tensor, fake: Tensor, fake_logits: Tensor | None,
     metrics["kid_subset_size"] = subset
     metrics["kid_mean"], metrics["kid_std"] = D.kernel_inception_distance(
         real, fake, subset, settings.kid_subsets, settings.seed)
-
-    if is_unavailable:
-        unavailable["is"] = is_unavailable
-    elif fake_logits is None or n_fake < settings.is_splits:
-        unavailable["is"] = f"needs at least {settings.is_splits} images (one per split); got {n_fake}"
-    if "is" in unavailable:
-        metrics["is_mean"] = metrics["is_std"] = None
-    else:
-        metrics["is_mean"], metrics["is_std"] = D.inception_score(fake_logits, settings.is_splits, settings.seed)
 
     bandwidth = D.median_distance(real, settings.mmd_bandwidth_samples, settings.seed)
     metrics["mmd_bandwidth"] = bandwidth
