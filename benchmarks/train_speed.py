@@ -309,6 +309,12 @@ def main() -> None:
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                "torch": torch.__version__,
                "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    # Rows measured earlier for other (method, config, size, batch) are kept: the file accumulates,
+    # so one method or one option can be re-measured without redoing the rest.
+    key = lambda r: (r["method"], r["config"], r["size"], r["batch"])  # noqa: E731
+    fresh = {key(r) for r in rows}
+    kept = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
+    rows = [r for r in kept if key(r) not in fresh] + rows
     files.write_json(args.out, {"machine": machine, "rows": rows, "ratios": ratios(rows)})
     for line in ratios(rows):
         print(line)

@@ -89,6 +89,16 @@ def test_each_sequential_pass_steps_the_generators_and_the_discriminators(masks_
     assert {"train/gen_ctx_A", "train/gen_cycle_A", "train/gen_idt_B2A", "train/disc_B"} <= set(losses)
 
 
+def test_instagan_trains_under_bf16_autocast(masks_root, tmp_path):
+    """Autocast makes the decoders return bf16; the passes write them back into float32 state."""
+    pl.seed_everything(0)
+    recorder = LossRecorder()
+    trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, precision="bf16-mixed",
+                          deterministic=False, callbacks=[recorder])
+    trainer.fit(tiny_instagan(), mask_datamodule(masks_root, max_instances=4, batch_size=1))
+    assert recorder.steps and all(np.isfinite(v) for step in recorder.steps for v in step.values())
+
+
 def write_mask_set(root: Path, masks: dict[str, list[np.ndarray]], image_size=(24, 24)) -> Path:
     for split in ("train", "test"):
         for domain in "AB":

@@ -53,9 +53,19 @@ def test_float32_speed_flags_keep_the_numbers(flag, float32_run, builtin_root, t
 
 def test_fused_adam_is_used_when_asked(builtin_root, tmp_path):
     model = tiny_cyclegan()
-    SpeedOptions(fused_adam=True).setup(None, model, "fit")
+    SpeedOptions(channels_last=False, fused_adam=True).setup(None, model, "fit")
     optimizers, _ = model.configure_optimizers()
     assert all(o.defaults.get("fused") for o in optimizers)
+
+
+def test_channels_last_by_default_only_on_cuda(builtin_root, tmp_path):
+    options = SpeedOptions()
+    trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=1, callbacks=[options])
+    model = tiny_cyclegan()
+    trainer.fit(model, tiny_datamodule(builtin_root, batch_size=2))
+    assert options.channels_last is False  # NHWC was slower on CPU (benchmarks/train_speed.py)
+    conv = next(m for m in model.gen_AB.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
+    assert conv.weight.is_contiguous()
 
 
 def test_bf16_autocast_stays_close(float32_run, builtin_root, tmp_path):

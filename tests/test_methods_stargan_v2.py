@@ -160,3 +160,14 @@ def test_fit_on_the_afhq_samples_completes(tmp_path):
     cat_to_dog = record["metrics"]["cat->dog@latent"]
     assert cat_to_dog["n_fake"] == 5 * 2 and cat_to_dog["n_real"] == 5
     assert cat_to_dog["fid"] > 0 and cat_to_dog["lpips_diversity"] is not None
+
+
+def test_bench_sample_strips_of_a_multi_domain_model(multi_root, tmp_path):
+    """The bench's test_samples step reads multi-domain items (their source is `x`, not `A`)."""
+    from i2ibench.bench.run_one import save_test_samples
+
+    datamodule = multi_datamodule(multi_root)
+    datamodule.setup("test")
+    save_test_samples(tiny_stargan(), datamodule, tmp_path)
+    strips = sorted(p.name for p in tmp_path.iterdir())
+    assert strips and any(".inputs.png" in s for s in strips) and any(".outputs.png" in s for s in strips)

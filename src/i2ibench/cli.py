@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,11 @@ from i2ibench.methods.predict_writer import TranslationWriter
 from i2ibench.methods.speed import SpeedOptions
 from i2ibench.metrics.callback import EvaluationCallback
 from i2ibench.registry import METHODS, load_all
+
+# The best-on-validation checkpoint monitors val/fid_mean, which exists only after the epochs that
+# evaluate (`check_val_every_n_epoch`); on the others ModelCheckpoint keeps the previous best and
+# would warn once per epoch that the key is missing.
+warnings.filterwarnings("ignore", message=r".*ModelCheckpoint\(monitor='val/fid_mean'\)` could not find")
 
 LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
 

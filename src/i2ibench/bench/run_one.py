@@ -71,13 +71,15 @@ def relabel(record_path: str, selection: str, checkpoint: str) -> str:
 def save_test_samples(model, datamodule, folder: Path) -> None:
     """For the first tasks: a strip of the first test inputs and one of their translations."""
     model.eval()
-    for task in datamodule.eval_tasks()[:MAX_SAMPLE_TASKS]:
+    for task in model.eval_tasks(datamodule.domains)[:MAX_SAMPLE_TASKS]:
         dataset = datamodule.eval_dataset("test", task)
         batch = next(iter(DataLoader(dataset, batch_size=min(SAMPLES_PER_TASK, len(dataset)))))
         batch = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         outputs = model.translate(batch, task)
         safe = task.replace("->", "_to_").replace("@", "_")
-        for kind, images in (("inputs", batch[parse_task(task).source]), ("outputs", outputs)):
+        sources = batch["x"] if parse_task(task).mode else batch[parse_task(task).source]  # multi-domain items name x
+        for kind, images in (("inputs", sources), ("outputs", outputs)):
+            images = images.flatten(0, -4)  # B x K x C x H x W (K styles per source) -> one row
             strip = torch.cat(list(images.clamp(-1, 1).mul(0.5).add(0.5).cpu()), dim=2)
             files.save_image(folder / f"{safe}.{kind}.png", to_pil(strip))
 

@@ -111,7 +111,8 @@ class InstaGAN(TranslationModule):
 
             for source, out in outputs.items():  # the next pass starts from this pass's translation
                 rows = passes[source]["rows"]
-                state[source]["image"] = state[source]["image"].index_copy(0, rows, out["image"].detach())
+                previous = state[source]["image"]  # float32; the translation is bf16 under autocast
+                state[source]["image"] = previous.index_copy(0, rows, out["image"].detach().to(previous.dtype))
                 state[source]["fake_masks"][rows, first:first + hp.ins_per] = out["masks"].detach()
             logged = {**{f"gen_{k}": v for k, v in g_losses.items()}, "gen_total": g_total, **d_losses}
             self.log_losses({k: v for k, v in logged.items() if "idle" not in k}, batch_size=batch["A"].shape[0])
@@ -183,7 +184,7 @@ class InstaGAN(TranslationModule):
             if inputs is None:
                 continue
             fake_image, fake_masks = generator(inputs["image"], inputs["masks"])
-            state["image"] = state["image"].index_copy(0, inputs["rows"], fake_image)
+            state["image"] = state["image"].index_copy(0, inputs["rows"], fake_image.to(state["image"].dtype))
             translated[inputs["rows"], first:first + self.hparams.ins_per] = fake_masks
         return state["image"], (translated + 1) / 2
 

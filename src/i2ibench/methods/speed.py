@@ -1,7 +1,8 @@
 """SpeedOptions: ways to run a method faster without changing its maths, one flag each.
 
-- channels_last: networks and image batches in NHWC memory format (oneDNN and cuDNN convolutions
-  prefer it);
+- channels_last: networks and image batches in NHWC memory format. cuDNN prefers it (tensor cores);
+  on CPU it made the CycleGAN step 15% slower here (results/perf/train_speed.json), so the default
+  `None` turns it on only for CUDA;
 - fused_adam: Adam's fused kernels (CUDA; CPU since PyTorch 2.4) instead of the multi-tensor loop;
 - compile: `torch.compile` of each network, with `compile_mode` `default`, `reduce-overhead`
   (CUDA graphs, for static shapes) or `max-autotune`;
@@ -21,7 +22,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 class SpeedOptions(Callback):
-    def __init__(self, channels_last: bool = True, fused_adam: bool = True, compile: bool = False,
+    def __init__(self, channels_last: bool | None = None, fused_adam: bool = True, compile: bool = False,
                  compile_mode: str = "default") -> None:
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"unknown compile_mode {compile_mode!r}; use one of {COMPILE_MODES}")
@@ -29,6 +30,8 @@ class SpeedOptions(Callback):
             channels_last, fused_adam, compile, compile_mode)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.channels_last is None:  # auto: NHWC where it is faster (CUDA), NCHW on CPU
+            self.channels_last = trainer.strategy.root_device.type == "cuda"
         # Before configure_optimizers, which builds Adam through TranslationModule.adam.
         if hasattr(pl_module, "adam_implementation"):
             pl_module.adam_implementation = {"fused": True} if self.fused_adam else {}

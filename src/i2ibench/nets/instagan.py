@@ -108,7 +108,8 @@ class InstaGANGenerator(nn.Module):
 
         out_image = self.image_decoder(torch.cat([image_feature, set_feature], dim=1))
         per_instance = torch.cat([mask_features, image_feature[samples], set_feature[samples]], dim=1)
-        out_masks = masks.index_put(index, self.mask_decoder(per_instance).squeeze(1))
+        decoded = self.mask_decoder(per_instance).squeeze(1).to(masks.dtype)  # bf16 under autocast
+        out_masks = masks.index_put(index, decoded)
         return out_image, out_masks
 
 
