@@ -84,3 +84,12 @@ def test_training_curves_are_plotted_from_in_training_records(tmp_path):
     runs = write_runs(tmp_path / "runs", records + [record("cyclegan", 0, 60, 0.4)])
     report.write_results(tmp_path / "out", runs, {}, {})
     assert (tmp_path / "out" / "plots" / "fid.png").stat().st_size > 1000
+
+
+def test_an_infinite_psnr_is_the_best_value_and_nan_never_is():
+    from i2ibench.bench.report import best_methods
+
+    methods = {"kept": {"psnr": {"mean": float("inf")}}, "blurred": {"psnr": {"mean": 20.2}},
+               "broken": {"psnr": {"mean": float("nan")}}}
+    assert best_methods(methods, "psnr", "higher") == {"kept"}
+    assert best_methods(methods, "psnr", "lower") == {"blurred"}

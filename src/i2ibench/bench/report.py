@@ -92,7 +92,8 @@ def format_cell(stats: dict | None, scale: float) -> str:
 
 
 def best_methods(methods: dict, key: str, direction: str) -> set[str]:
-    means = {m: v[key]["mean"] for m, v in methods.items() if key in v and math.isfinite(v[key]["mean"])}
+    # inf is a real value (PSNR of an untouched background) and can be the best; nan never is.
+    means = {m: v[key]["mean"] for m, v in methods.items() if key in v and not math.isnan(v[key]["mean"])}
     if not means:
         return set()
     target = min(means.values()) if direction == "lower" else max(means.values())
