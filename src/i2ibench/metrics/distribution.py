@@ -148,7 +148,7 @@ def distances_to(block: Tensor, support: Tensor, support_sq_norms: Tensor) -> Te
 def nearest_neighbour_radii(features: Tensor, k: int, rows: int) -> Tensor:
     """Distance from each point to its k-th nearest neighbour in the same set (itself excluded)."""
     radii = torch.empty(len(features))
-    sq_norms = features.square().sum(1)
+    sq_norms = torch.linalg.vector_norm(features, dim=1).square()  # no N x D temporary
     for start in range(0, len(features), rows):
         distances = distances_to(features[start:start + rows], features, sq_norms)
         radii[start:start + rows] = distances.kthvalue(k + 1, dim=1).values  # +1: the point itself, at 0
@@ -164,7 +164,7 @@ def block_rows(n: int) -> int:
 def coverage(queries: Tensor, support: Tensor, radii: Tensor, rows: int) -> float:
     """Fraction of `queries` inside at least one ball (support point, its k-NN radius)."""
     inside = 0
-    sq_norms = support.square().sum(1)
+    sq_norms = torch.linalg.vector_norm(support, dim=1).square()
     for block in queries.split(rows):
         inside += int((distances_to(block, support, sq_norms) <= radii).any(dim=1).sum())
     return inside / len(queries)
