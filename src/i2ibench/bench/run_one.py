@@ -77,7 +77,8 @@ def save_test_samples(model, datamodule, folder: Path) -> None:
         batch = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         outputs = model.translate(batch, task)
         safe = task.replace("->", "_to_").replace("@", "_")
-        sources = batch["x"] if parse_task(task).mode else batch[parse_task(task).source]  # multi-domain items name x
+        spec = parse_task(task)
+        sources = batch["x"] if spec.mode else batch[spec.source]  # multi-domain items name their source x
         for kind, images in (("inputs", sources), ("outputs", outputs)):
             images = images.flatten(0, -4)  # B x K x C x H x W (K styles per source) -> one row
             strip = torch.cat(list(images.clamp(-1, 1).mul(0.5).add(0.5).cpu()), dim=2)

@@ -175,8 +175,9 @@ def precision_recall(real: Tensor, fake: Tensor, neighborhood: int) -> tuple[flo
 
     Precision: the fraction of fakes inside the real manifold; recall: of reals inside the fake one.
     The definition (and the numbers) of torch-fidelity's `prc` metric, computed in blocks of rows x N
-    distances, one cdist call each: torch-fidelity's memory-saving path builds the same rows from
-    many 256 x 256 pieces, which fragments the heap (+650 MB at 20k images; benchmarks/metrics_memory.py).
+    distances, one matrix product each (`distances_to`): torch-fidelity's memory-saving path builds
+    the same rows from many 256 x 256 pieces, which fragments the heap (+650 MB at 20k images;
+    benchmarks/metrics_memory.py).
     """
     rows_real, rows_fake = block_rows(len(real)), block_rows(len(fake))
     precision = coverage(fake, real, nearest_neighbour_radii(real, neighborhood, rows_real), rows_real)
