@@ -167,3 +167,17 @@ def test_real_palette_sketches_from_cufs_convert():
     report = check_images(paths)
     assert all(np.asarray(load_rgb(p)).shape[2] == 3 for p in paths[:3])
     assert report.conversions == {"palette": 20}
+
+
+def test_broken_links_are_bad_files_and_sub_folders_are_reported(tmp_path, caplog):
+    import os
+
+    root = two_domain_dataset(tmp_path)
+    os.symlink(tmp_path / "moved-away.png", root / "trainA" / "03.png")
+    os.symlink("04.png", root / "testA" / "04.png")  # a loop
+    (root / "trainB" / "extra").mkdir()
+    with caplog.at_level(logging.WARNING):
+        message = setup_error(root)
+    assert f"{root / 'trainA' / '03.png'}: dangling symbolic link (-> {tmp_path / 'moved-away.png'}" in message
+    assert f"{root / 'testA' / '04.png'}: symbolic link loop" in message
+    assert any("1 sub-folder(s) not read (e.g. extra/)" in r.getMessage() for r in caplog.records)

@@ -1,4 +1,4 @@
 from i2ibench.cli import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

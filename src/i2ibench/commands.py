@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
-from i2ibench.data.images import DataError
+from i2ibench.errors import ConfigError
 
 
 def _eval(argv: list[str]) -> int:
@@ -45,13 +45,11 @@ def _bench(argv: list[str]) -> int:
         extra = ["--trainer.devices", args.devices, "--trainer.strategy", "ddp", *extra]
     if args.num_nodes:
         extra = ["--trainer.num_nodes", str(args.num_nodes), *extra]
-    try:
-        if args.ablation:
-            return ablate(args.ablation, args.dataset, args.protocol, args.seeds, args.results_dir, args.runs_dir, extra)
-        return bench(args.dataset or "builtin", args.protocol or "smoke", args.methods, args.seeds, args.results_dir,
-                     args.runs_dir, extra)
-    except DataError as err:
-        parser.exit(2, f"i2ibench bench: error: {err}\n")
+    # A bad dataset, protocol or method name raises a UserError: `main` prints it as one line, exit 2.
+    if args.ablation:
+        return ablate(args.ablation, args.dataset, args.protocol, args.seeds, args.results_dir, args.runs_dir, extra)
+    return bench(args.dataset or "builtin", args.protocol or "smoke", args.methods, args.seeds, args.results_dir,
+                 args.runs_dir, extra)
 
 
 def _split_extra(argv: list[str]) -> tuple[list[str], str, list[str]]:
@@ -84,8 +82,9 @@ def _compare(argv: list[str]) -> int:
 
 def _data(argv: list[str]) -> int:
     from i2ibench.data import catalog
-    from i2ibench.data.folders import detect_layout
 
+    if argv[:1] == ["check"]:  # its own parser: it takes the datamodule's options, as `fit` does
+        return _data_check(argv[1:])
     parser = argparse.ArgumentParser(prog="i2ibench data", description="Dataset catalog: list, fetch, prepare, check.")
     verbs = parser.add_subparsers(dest="verb", required=True)
     verbs.add_parser("list", help="every catalog dataset: kind, layout, size, whether it is available here")
@@ -94,34 +93,117 @@ def _data(argv: list[str]) -> int:
     prepare = verbs.add_parser("prepare", help="convert a raw dataset folder into the suite's layout")
     prepare.add_argument("name")
     prepare.add_argument("--from", dest="source", type=Path, required=True)
-    check = verbs.add_parser("check", help="detect the layout of a dataset and check every image")
-    check.add_argument("dataset")
+    verbs.add_parser("check", help="check a dataset as `fit` would: layout, every image and mask, sizes against "
+                                   "the crop (`i2ibench data check --help`)")
     args = parser.parse_args(argv)
-    try:
-        if args.verb == "list":
-            for name, entry in sorted(catalog.entries().items()):
-                here = "available" if entry.kind == "builtin" or entry.folder.is_dir() else f"not yet ({entry.kind})"
-                print(f"{name:24s} {entry.layout:13s} {entry.image_size:4d}px  paired test: "
-                      f"{'yes' if entry.paired_test else 'no ':3s}  {here:22s} {entry.source}")
-        elif args.verb == "fetch":
-            print(catalog.resolve(args.name))
-        elif args.verb == "prepare":
-            print(catalog.prepare(args.name, args.source))
-        elif args.verb == "check":
-            from i2ibench.data import I2IDataModule
-
-            datamodule = I2IDataModule(dataset=args.dataset, num_workers=0)
-            datamodule.prepare_data()
-            datamodule.setup("fit")
-            layout = detect_layout(catalog.resolve(args.dataset))
-            for split, domains in datamodule.images.items():
-                counts = ", ".join(f"{d}: {len(p)}" for d, p in domains.items())
-                paired = " (paired by name)" if split != "train" and datamodule.is_paired(split) else ""
-                print(f"{split:5s} {counts}{paired}")
-            print(f"{layout.root}: {layout.kind} layout{' with masks' if layout.has_masks else ''}; all images OK")
-    except DataError as err:
-        parser.exit(2, f"i2ibench data: error: {err}\n")
+    # Data errors are UserErrors: `main` prints them as one line and exits with status 2.
+    if args.verb == "list":
+        for name, entry in sorted(catalog.entries().items()):
+            here = "available" if entry.kind == "builtin" or entry.folder.is_dir() else f"not yet ({entry.kind})"
+            print(f"{name:24s} {entry.layout:13s} {entry.image_size:4d}px  paired test: "
+                  f"{'yes' if entry.paired_test else 'no ':3s}  {here:22s} {entry.source}")
+    elif args.verb == "fetch":
+        print(catalog.resolve(args.name))
+    elif args.verb == "prepare":
+        print(catalog.prepare(args.name, args.source))
     return 0
+
+
+def _config_data_section(path: str, option: str) -> dict:
+    """The `data:` section of a LightningCLI config file (its other sections are `fit`'s business)."""
+    import yaml
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"{option} {path}: config file not found")
+    try:
+        config = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{option} {path}: not valid YAML ({str(err).splitlines()[0]})") from err
+    data = config.get("data") if isinstance(config, dict) else None
+    if isinstance(data, dict) and "init_args" in data:
+        data = data["init_args"]
+    return dict(data or {})
+
+
+def _data_options(argv: list[str]) -> list[str]:
+    """`--config FILE` and `--method NAME` become the data sections they hold, in place, so later options win."""
+    import json
+
+    from i2ibench.registry import METHODS
+
+    out, k = [], 0
+    while k < len(argv):
+        arg = argv[k]
+        name, eq, value = arg.partition("=")
+        if name in ("--config", "--method"):
+            if not eq:
+                if k + 1 >= len(argv):
+                    raise ConfigError(f"{name} needs a value (a config file, or a name from `i2ibench methods`)")
+                k, value = k + 1, argv[k + 1]
+            path = value if name == "--config" else str(METHODS.get(value).config_path)
+            out += ["--data", json.dumps(_config_data_section(path, name))]
+        else:
+            out.append(arg)
+        k += 1
+    return out
+
+
+def _data_check(argv: list[str]) -> int:
+    """Everything `fit` checks before training, without training: layout, options, images, masks, sizes."""
+    from jsonargparse import ArgumentParser
+
+    from i2ibench.data import I2IDataModule, catalog
+    from i2ibench.data.folders import detect_layout
+
+    parser = ArgumentParser(prog="i2ibench data check", description=(
+        "Check a dataset as `fit` would, before training: the layout, every image (decodable, not truncated, "
+        "no dangling or looping links), every instance mask (size, values, names) and image sizes against "
+        "the crop. Takes fit's --config files, --method and --data.* options; later ones win."))
+    parser.add_argument("dataset", nargs="?", default=None, help="catalog name or folder (else data.dataset)")
+    parser.add_argument("--config", help="a fit config file; its data: section is used (repeatable)")
+    parser.add_argument("--method", help="a method name: its config's data: section (e.g. instagan: mask mode)")
+    parser.add_class_arguments(I2IDataModule, "data")
+    config = parser.parse_args(_data_options(argv))
+    options = config.data.as_dict()
+    if config.dataset:
+        options["dataset"] = config.dataset
+    options["num_workers"] = 0
+    root = catalog.resolve(I2IDataModule(**options).dataset)  # options checked, dataset obtained if need be
+    layout = detect_layout(root)
+    _check_mask_folders(layout)
+    if options["mode"] == "auto" and layout.has_masks:
+        options["mode"] = "mask"  # check the masks whenever the dataset has them: mask methods will read them
+    datamodule = I2IDataModule(**options)
+    datamodule.setup("fit")
+    transform = datamodule.train_transform
+    sizes = (f"preprocess {transform.preprocess}, load_size {transform.load_size}, crop_size {transform.crop_size}"
+             if hasattr(transform, "preprocess") else f"img_size {datamodule.eval_transform.crop_size}")
+    print(f"{layout.root}: {layout.kind} layout{' with masks' if layout.has_masks else ''}; "
+          f"checked for {datamodule.mode} training with {sizes}")
+    for split, domains in datamodule.images.items():
+        counts = []
+        for domain, paths in domains.items():
+            masks = (f" ({sum(len(datamodule.masks.get(p, ())) for p in paths)} masks used)"
+                     if datamodule.mode == "mask" else "")
+            counts.append(f"{domain}: {len(paths)} images{masks}")
+        paired = " (paired by name)" if split != "train" and datamodule.is_paired(split) else ""
+        print(f"{split:5s} {', '.join(counts)}{paired}")
+    print("all images" + (" and masks" if datamodule.mode == "mask" else "") + " OK")
+    return 0
+
+
+def _check_mask_folders(layout) -> None:
+    """A `_seg` folder for some domains but not all would make every mask be ignored: say which is missing."""
+    from i2ibench.data.images import DataError
+
+    if layout.kind != "two-domain" or layout.has_masks:
+        return
+    present = sorted(p.name for p in layout.root.glob("*_seg") if p.is_dir())
+    if present:
+        missing = [f"train{d}_seg" for d in layout.domains if not (layout.root / f"train{d}_seg").is_dir()]
+        raise DataError(f"{layout.root}: has {', '.join(present)}/ but not {', '.join(missing)}/, so its masks "
+                        "would be ignored; a mask dataset needs trainA_seg/ and trainB_seg/ (and testA_seg/ testB_seg/).")
 
 
 VERBS: dict[str, Callable[[list[str]], int | None]] = {

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from i2ibench.errors import ConfigError
 from i2ibench.ssim import ssim_per_image
 
 GAN_MODES = ("lsgan", "vanilla", "hinge")
@@ -61,7 +64,8 @@ class PerceptualLoss(nn.Module):
       (the DenseNet-CycleGAN paper's choice); its weights are downloaded once by torchvision.
     - `inception`: the TF-FID InceptionV3 the metrics load (offline weights work), through
       Mixed_5d (288 channels at 1/8 resolution), at the image's own size: no 299 px resize.
-    A network whose weights cannot be had raises an error naming the other choice, before training.
+    Weights that are missing, truncated or of another layout raise `WeightsError` (a UserError)
+    here, when the method is built, i.e. before the first training step.
     """
 
     def __init__(self, network: str = "vgg16", inception_weights: str | None = None) -> None:
@@ -71,7 +75,8 @@ class PerceptualLoss(nn.Module):
         elif network == "inception":
             self.features, self.preprocess = _inception_mixed_5d(inception_weights), _inception_normalise
         else:
-            raise ValueError(f"unknown perceptual network {network!r}; use one of {PERCEPTUAL_NETWORKS}")
+            raise ConfigError(f"model.init_args.perceptual_network: unknown value {network!r}; use one of "
+                              f"{', '.join(PERCEPTUAL_NETWORKS)}")
         self.network = network
         self.features.eval().requires_grad_(False)
 
@@ -95,22 +100,26 @@ def _inception_normalise(x: Tensor) -> Tensor:
 def _vgg16_relu3_3() -> nn.Module:
     from torchvision.models import VGG16_Weights, vgg16
 
+    from i2ibench.metrics.inception import WeightsError
+
+    weights = VGG16_Weights.IMAGENET1K_V1
     try:
-        return vgg16(weights=VGG16_Weights.IMAGENET1K_V1).features[:16]
-    except Exception as err:  # no network: torchvision cannot download the weights
-        raise RuntimeError(
-            f"the VGG-16 perceptual loss needs torchvision's ImageNet weights, which could not be loaded "
-            f"({type(err).__name__}: {str(err)[:120]}). Put vgg16-397923af.pth in {torch.hub.get_dir()}/checkpoints, "
-            "or use `perceptual_network: inception` (the metrics' Inception weights, offline).") from err
+        return vgg16(weights=weights).features[:16]
+    except Exception as err:  # no network (download fails) or a truncated / corrupt cached file
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        detail = " ".join(str(err).split())[:160] or type(err).__name__
+        state = (f"{cached} is there but cannot be loaded ({detail}); delete it so it is downloaded again"
+                 if cached.is_file() else f"{cached} is missing and could not be downloaded ({detail})")
+        raise WeightsError(
+            f"the VGG-16 perceptual loss needs torchvision's ImageNet weights: {state}. Offline, copy "
+            f"{cached.name} there, or set model.init_args.perceptual_network: inception (the metrics' Inception "
+            "weights).") from err
 
 
 def _inception_mixed_5d(weights: str | None) -> nn.Module:
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    from i2ibench.metrics.inception import load_inception
 
-    from i2ibench.metrics.inception import FEATURE_LAYERS, resolve_weights_path
-
-    net = FeatureExtractorInceptionV3("inception-v3-compat", list(FEATURE_LAYERS),
-                                      feature_extractor_weights_path=str(resolve_weights_path(weights)))
+    net, _ = load_inception(weights, setting="model.init_args.perceptual_weights")
     layers = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
               "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d"]
     return nn.Sequential(*(getattr(net, name) for name in layers))

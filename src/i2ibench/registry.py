@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
 
+from i2ibench.errors import UserError
+
 T = TypeVar("T")
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(UserError, KeyError):
     """A name that no registry entry has; the message lists the known names."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain

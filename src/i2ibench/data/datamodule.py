@@ -22,6 +22,7 @@ from i2ibench.data.masks import ORDERS, MaskedEvalImages, MaskedUnalignedDataset
 from i2ibench.data.masks import report as report_masks
 from i2ibench.data.tasks import parse_task, two_domain_tasks
 from i2ibench.data.transforms import EvalTransform, StarGANTrainTransform, TrainTransform
+from i2ibench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "unaligned", "multi-domain", "mask")
@@ -66,8 +67,7 @@ class I2IDataModule(pl.LightningDataModule):
                  max_instances_eval: int = 20, mask_order: str = "decreasing", cache_mb: int = 512) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if mode not in MODES:
-            raise ValueError(f"unknown data mode {mode!r}; use one of {MODES}")
+        check_options(self.hparams)
         self.dataset, self.requested_mode = dataset, mode
         self.train_transform = TrainTransform(load_size, crop_size, flip, preprocess)
         self.eval_transform = EvalTransform(crop_size)
@@ -76,8 +76,6 @@ class I2IDataModule(pl.LightningDataModule):
         self.latent_dim, self.outputs_per_source, self.samples_per_epoch = latent_dim, outputs_per_source, samples_per_epoch
         self.max_instances, self.max_instances_eval, self.mask_order = max_instances, max_instances_eval, mask_order
         self.cache_mb = cache_mb
-        if mask_order not in ORDERS:
-            raise ValueError(f"unknown mask_order {mask_order!r}; use one of {ORDERS}")
         self.layout: Layout | None = None
         self.images: dict[str, dict[str, list[Path]]] = {}
         self.masks: dict[Path, list[Path]] = {}  # mask mode: each image's mask files, largest first
@@ -108,23 +106,27 @@ class I2IDataModule(pl.LightningDataModule):
                 bad.update(check.bad)
                 if report := check.report_conversions(str(folder)):
                     _warn_once(report)
-                if self.mode == "mask" and not check.bad:
+                if self.mode == "mask":  # the masks of every decodable image, so one error lists all bad files
                     slots = self.max_instances if split == "train" else self.max_instances_eval
-                    masks = scan_masks(paths, self.layout.mask_folder(split, domain), check.sizes, slots)
+                    readable = [p for p in paths if p in check.sizes]
+                    masks = scan_masks(readable, self.layout.mask_folder(split, domain), check.sizes, slots)
                     bad.update(masks.bad)
                     self.masks.update(masks.masks)
                     if note := report_masks(masks, self.layout.mask_folder(split, domain)):
                         _warn_once(note)
         raise_for_bad(bad)  # every bad file of every folder in one message
         self.images.update(checked)
+        if "train" in checked and self.mode == "multi-domain":
+            self._multi_domain_epoch()
         if stage == "test" and "test" not in self.images:
             raise DataError(f"{self.layout.root}: no test split (testA/ testB/ or test/<domain>/).")
 
     @property
     def mode(self) -> str:
         if self.requested_mode == "mask" and self.layout is not None and not self.layout.has_masks:
-            raise DataError(f"{self.layout.root}: mask mode needs instance masks (trainA_seg/ trainB_seg/ ...); "
-                            "this dataset has none.")
+            missing = [f"train{d}_seg/" for d in self.layout.domains if not (self.layout.root / f"train{d}_seg").is_dir()]
+            raise DataError(f"{self.layout.root}: mask mode needs instance masks beside the images "
+                            f"(trainA_seg/ trainB_seg/ testA_seg/ testB_seg/); missing: {', '.join(missing) or 'all'}.")
         if self.requested_mode != "auto":
             return self.requested_mode
         return "multi-domain" if self.layout is not None and self.layout.kind == "multi-domain" else "unaligned"
@@ -164,12 +166,22 @@ class I2IDataModule(pl.LightningDataModule):
             dataset.load = DecodedImageCache(self.cache_mb)
         return dataset
 
+    def _multi_domain_epoch(self) -> int:
+        """Draws per multi-domain epoch; an epoch smaller than one batch is an error (drop_last would train nothing)."""
+        per_epoch = self.samples_per_epoch or sum(len(p) for p in self.images["train"].values())
+        if per_epoch < self.batch_size:
+            source = "data.samples_per_epoch" if self.samples_per_epoch else "the number of training images"
+            raise ConfigError(f"data.batch_size ({self.batch_size}) is larger than the samples per epoch "
+                              f"({per_epoch}, {source}), so an epoch would hold no batch; lower --data.batch_size "
+                              "or raise --data.samples_per_epoch")
+        return per_epoch
+
     def _multi_domain_train_loader(self) -> DataLoader:
         paths, domains = [], []
         for index, domain in enumerate(self.domains):
             paths += self.images["train"][domain]
             domains += [index] * len(self.images["train"][domain])
-        sampler = BalancedTripletSampler(domains, self.samples_per_epoch or len(paths), seed=self.seed)
+        sampler = BalancedTripletSampler(domains, self._multi_domain_epoch(), seed=self.seed)
         dataset = MultiDomainTrainSet(paths, domains, self.train_transform, self.latent_dim)
         return self._loader(self._cached(dataset), self.batch_size, sampler=sampler, drop_last=True)
 
@@ -239,6 +251,29 @@ class I2IDataModule(pl.LightningDataModule):
         workers = self.num_workers
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(), drop_last=drop_last)
+
+
+# (option, smallest allowed value, example of a sensible value); None is allowed where the default is None.
+_MINIMUMS = (("load_size", 1, 286), ("crop_size", 1, 256), ("batch_size", 1, 1), ("eval_batch_size", 1, 16),
+             ("num_workers", 0, 2), ("latent_dim", 1, 16), ("outputs_per_source", 1, 10),
+             ("samples_per_epoch", 1, 10000), ("max_instances", 1, 4), ("max_instances_eval", 1, 20),
+             ("cache_mb", 0, 512))
+
+
+def check_options(options) -> None:
+    """Reject option values that cannot work, naming the option and the fix (a ConfigError, before any data is read)."""
+    for name, minimum, example in _MINIMUMS:
+        value = options[name]
+        if value is None and name in ("num_workers", "samples_per_epoch"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            what = "a positive integer" if minimum == 1 else "an integer >= 0"
+            raise ConfigError(f"data.{name} must be {what}, got {value!r}; set --data.{name} (e.g. {example})")
+    for name, choices in (("mode", MODES), ("mask_order", ORDERS)):
+        if options[name] not in choices:
+            raise ConfigError(f"data.{name}: unknown value {options[name]!r}; use one of {', '.join(choices)}")
+    if not str(options["dataset"]).strip():
+        raise ConfigError("data.dataset is empty; set --data.dataset to a catalog name (`i2ibench data list`) or a folder")
 
 
 @rank_zero_only

@@ -1,14 +1,17 @@
 """Finding, checking and decoding image files.
 
 Every image a run will read is checked before training starts (`check_images`): a file that
-cannot be decoded, is truncated or empty, is not an image, or is smaller than the crop stops
-the run with one error that lists each bad file and what to do. Modes other than RGB are
+cannot be decoded, is truncated or empty, is not an image, is smaller than the crop, or is a
+symbolic link that dangles or loops stops the run with one error that lists each bad file and
+what to do. Modes other than RGB are
 converted on load (`load_rgb`) and the conversion is reported once, never silently.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,13 +20,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from i2ibench.errors import UserError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MAX_LISTED = 20  # bad files named in one error message
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad input data: the message names the file(s) and the fix."""
 
 
@@ -32,16 +37,39 @@ def is_hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
 
+def link_problem(path: Path) -> str | None:
+    """What is wrong with `path` if it is a symbolic link that leads nowhere (dangling or looping), else None."""
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as err:
+        target = os.readlink(path)
+        if err.errno == errno.ELOOP:
+            return f"symbolic link loop (-> {target}); point the link at a real file or remove it"
+        return f"dangling symbolic link (-> {target}, which does not exist); fix the link or remove it"
+    return None
+
+
 def list_images(folder: Path) -> list[Path]:
     """The image files of one folder, sorted by name.
 
     A missing or empty folder and any visible non-image file are errors: a stray file usually
-    means a wrong folder, and skipping it silently would hide that.
+    means a wrong folder, and skipping it silently would hide that. Symbolic links that dangle or
+    loop are listed too, so that `check_images` reports them as bad files. Sub-folders are not
+    read (one folder per domain); they are reported once as a warning.
     """
     folder = Path(folder)
     if not folder.is_dir():
+        if problem := link_problem(folder):
+            raise DataError(f"{folder}: {problem}.")
         raise DataError(f"{folder}: folder not found. Create it and put the domain's images in it.")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not is_hidden(p))
+    entries = [p for p in folder.iterdir() if not is_hidden(p)]
+    files = sorted(p for p in entries if p.is_file() or link_problem(p))
+    subfolders = sorted(p for p in entries if p.is_dir())
+    if subfolders:
+        log.warning(f"{folder}: {len(subfolders)} sub-folder(s) not read (e.g. {subfolders[0].name}/); "
+                    "a domain's images must be in the folder itself")
     others = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
     if others:
         raise DataError(_listing(
@@ -88,6 +116,9 @@ def check_images(paths: list[Path], min_size: int | None = None, desc: str = "ch
     result = ImageCheck()
     bad = result.bad
     for path in tqdm(paths, desc=desc, unit="img", disable=len(paths) < 500, leave=False):
+        if problem := link_problem(path):
+            bad[path] = problem
+            continue
         try:
             if path.stat().st_size == 0:
                 raise DataError("empty file (0 bytes)")

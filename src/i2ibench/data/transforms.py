@@ -16,6 +16,8 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
 
+from i2ibench.errors import ConfigError
+
 PREPROCESS_MODES = ("resize_and_crop", "crop", "resize")
 
 
@@ -42,7 +44,11 @@ def to_model_range(img: Image.Image) -> Tensor:
 
 
 def to_mask(mask: Image.Image) -> Tensor:
-    """A mask image -> 1 x H x W float tensor in {0, 1} (nonzero is foreground)."""
+    """A binarised mask (0 / 255, from `masks.load_mask`) -> 1 x H x W float tensor in {0, 1}.
+
+    The foreground rule is applied once, at full resolution, by `masks.foreground`; the nearest
+    resize, crop and flip keep the mask binary, so nonzero here is exactly that foreground.
+    """
     return (TF.pil_to_tensor(mask.convert("L")) > 0).float()
 
 
@@ -57,9 +63,11 @@ class TrainTransform:
     def __init__(self, load_size: int = 286, crop_size: int = 256, flip: bool = True,
                  preprocess: str = "resize_and_crop") -> None:
         if preprocess not in PREPROCESS_MODES:
-            raise ValueError(f"unknown preprocess {preprocess!r}; use one of {PREPROCESS_MODES}")
+            raise ConfigError(f"data.preprocess: unknown value {preprocess!r}; use one of {', '.join(PREPROCESS_MODES)}")
         if preprocess == "resize_and_crop" and load_size < crop_size:
-            raise ValueError(f"load_size ({load_size}) must be at least crop_size ({crop_size})")
+            raise ConfigError(f"data.load_size ({load_size}) is smaller than data.crop_size ({crop_size}): "
+                              "resize_and_crop resizes to load_size, then crops crop_size from it; set "
+                              "--data.load_size to at least the crop size (CycleGAN: 286 for 256)")
         self.load_size, self.crop_size, self.flip, self.preprocess = load_size, crop_size, flip, preprocess
 
     @property

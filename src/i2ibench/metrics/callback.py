@@ -7,12 +7,19 @@ epochs (Lightning's own interval) on the val split, or the test split when there
 tracked only, never used to pick a checkpoint); `i2ibench test` evaluates the test split.
 Under DDP each process translates its unpadded share, features are all-gathered by
 torchmetrics, every process computes the same numbers, and rank 0 writes the JSON record.
+
+Two guards keep numbers true. The Inception (and LPIPS) networks are built in `setup`, before
+the first training step, so missing or broken weights stop a run before it trains, not after.
+Translations that hold NaN or infinite values are never scored (8-bit quantisation would turn
+them into black images with a normal-looking FID): the evaluation raises `NonFiniteOutputError`
+naming the task, the epoch, the step and the checkpoint, and writes no record.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +35,10 @@ from i2ibench.metrics.record import build_record
 from i2ibench.metrics.suite import DistributionSettings
 
 log = logging.getLogger(__name__)
+
+class NonFiniteOutputError(RuntimeError):
+    """A method's translations hold NaN or infinite values: the evaluation is refused, no record is written."""
+
 
 LOGGED = ("fid", "kid_mean", "kid_std", "is_mean", "kernel_mmd2", "precision", "recall", "lpips_diversity")
 
@@ -54,8 +65,22 @@ class EvaluationCallback(Callback):
         self.last_record: dict[str, Any] | None = None
         self.records: list[Path] = []
         self._active = False
+        self._nonfinite: Counter = Counter()  # task -> translations with a NaN / inf, this evaluation
+        self._nonfinite_example: dict[str, str] = {}  # task -> a source file of one of them
+        self._counts: dict[str, int] = {}
 
     # -- Lightning hooks -----------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Load the metric networks now: missing or broken weights stop the run before its first training step."""
+        if self.evaluator is None and self._will_evaluate(trainer, stage):
+            self.evaluator = Evaluator(self.weights, self.settings, self.lpips, pl_module.device)
+
+    @staticmethod
+    def _will_evaluate(trainer: pl.Trainer, stage: str) -> bool:
+        if stage in ("validate", "test"):
+            return True
+        return stage == "fit" and trainer.limit_val_batches != 0
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         every, max_epochs = trainer.check_val_every_n_epoch, trainer.max_epochs
         if every and max_epochs and max_epochs > 0 and max_epochs % every:
@@ -101,12 +126,16 @@ class EvaluationCallback(Callback):
                                                                      if task in multi_domain else 1) for task in tasks}
         sync_device = pl_module.device if trainer.world_size > 1 else None
         self.evaluator.begin(references, counts, sync_device, diversity=multi_domain)
+        self._counts = counts
+        self._nonfinite.clear()
+        self._nonfinite_example.clear()
         self._started = time.perf_counter()
 
     def _update(self, fake: torch.Tensor, batch: dict) -> None:
         if not self._active:
             return
         task = parse_task(batch["task"][0])
+        fake = self._guard_finite(task.name, fake, batch)
         references = {}
         if task.mode is None:  # two-domain: content against the source (and the ground truth when paired)
             references["source"] = batch[task.source]
@@ -117,10 +146,47 @@ class EvaluationCallback(Callback):
                 references["background_mask"] = batch[f"{task.source}_masks"].amax(dim=1, keepdim=True)
         self.evaluator.update(task.name, batch["index"], fake, **references)
 
+    def _guard_finite(self, task: str, fake: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Count the translations holding a NaN or inf (scored, they would pass as black images).
+
+        They are replaced by finite values only so that every process keeps feeding the metric
+        states in step (DDP gathers them); `_finish` then refuses the whole evaluation.
+        """
+        finite = torch.isfinite(fake.flatten(2 if fake.dim() == 5 else 1))  # per image (N x K for K styles)
+        finite = finite.all(dim=-1)
+        if bool(finite.all()):
+            return fake
+        self._nonfinite[task] += int((~finite).sum())
+        paths = next((batch[k] for k in batch if k.endswith("_path")), None)
+        if paths is not None and task not in self._nonfinite_example:
+            bad_sources = (~finite).view(finite.shape[0], -1).any(dim=1)
+            source = int(torch.nonzero(bad_sources)[0, 0])
+            self._nonfinite_example[task] = str(paths[source])
+        return torch.nan_to_num(fake.detach(), nan=0.0, posinf=1.0, neginf=-1.0)
+
+    def _refuse_nonfinite(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
+        """Raise on every process (so none waits in a collective) when any process saw a non-finite translation."""
+        local = sum(self._nonfinite.values())
+        total = local
+        if trainer.world_size > 1:
+            total = int(trainer.strategy.reduce(torch.tensor(float(local), device=pl_module.device), reduce_op="sum"))
+        if total == 0:
+            return
+        epoch, step = self._position(trainer, pl_module)
+        where = (f"{split} evaluation at epoch {epoch}, step {step}, checkpoint "
+                 f"{trainer.ckpt_path or 'none (in-training weights)'}")
+        tasks = "; ".join(f"task {task}: {n} of {self._counts.get(task, '?')} translations"
+                          + (f" (e.g. of {self._nonfinite_example[task]})" if task in self._nonfinite_example else "")
+                          for task, n in sorted(self._nonfinite.items())) or f"{total} translations on another process"
+        raise NonFiniteOutputError(
+            f"{where}: the method's translations contain NaN or infinite values ({tasks}); no evaluation record "
+            "was written. The model has diverged: lower the learning rate, or resume from an earlier checkpoint.")
+
     def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str, selection: str) -> None:
         if not self._active:
             return
         self._active = False
+        self._refuse_nonfinite(trainer, pl_module, split)
         datamodule, strategy = trainer.datamodule, trainer.strategy
         real, cached = {}, {}
         for task in self.evaluator.suites:

@@ -5,7 +5,10 @@ the 1008-class logits (IS). Weights are resolved in this order: an explicit path
 environment variable I2IBENCH_INCEPTION_WEIGHTS, then the official torch-fidelity file
 (downloaded once into torch's hub cache, where torch-fidelity itself keeps it). The weights'
 sha256 goes into every result; a file whose classifier is all zeros (the converted offline
-weights) gives features but no Inception Score.
+weights) gives features but no Inception Score. A file that is missing, unreadable (truncated,
+corrupt) or of another layout raises `WeightsError` (a UserError naming the file and the setting)
+when the network is built: the EvaluationCallback and the perceptual loss build it before the
+first training step, so bad weights never cost a training run.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Iterator
 
 import torch
 from torch import Tensor
+
+from i2ibench.errors import UserError
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 
 WEIGHTS_ENV = "I2IBENCH_INCEPTION_WEIGHTS"
@@ -28,7 +33,7 @@ FEATURE_LAYERS = ("2048", "logits_unbiased")  # torch-fidelity's layers for FID/
 IS_CLASSES = 1008  # the TF Inception's classifier outputs
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """The Inception weights file is missing, unreadable or not an Inception state dict."""
 
 
@@ -46,14 +51,18 @@ class InceptionWeights:
                 "Inception Score would be meaningless; use the official torch-fidelity weights for IS")
 
 
-def resolve_weights_path(path: str | Path | None = None) -> Path:
-    """An explicit path wins, then $I2IBENCH_INCEPTION_WEIGHTS, then the official file (downloaded once)."""
+def resolve_weights_path(path: str | Path | None = None, setting: str = "evaluation.weights") -> Path:
+    """An explicit path wins, then $I2IBENCH_INCEPTION_WEIGHTS, then the official file (downloaded once).
+
+    `setting`: the option an explicit path came from, named in the error when the file is missing.
+    """
     chosen = path or os.environ.get(WEIGHTS_ENV)
     if chosen:
         chosen = Path(chosen).expanduser()
         if not chosen.is_file():
-            source = "the configured path" if path else f"${WEIGHTS_ENV}"
-            raise WeightsError(f"{chosen}: Inception weights file not found ({source}).")
+            source = f"set by {setting}" if path else f"set by ${WEIGHTS_ENV}"
+            raise WeightsError(f"{chosen}: Inception weights file not found ({source}); point it at the "
+                               "torch-fidelity weights file, or unset it to download the official weights.")
         return chosen
     return download_official_weights()
 
@@ -74,6 +83,12 @@ def download_official_weights() -> Path:
     return target
 
 
+def _brief(err: BaseException, limit: int = 200) -> str:
+    """An exception as one short line (PyTorch's load errors span many lines)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 @lru_cache(maxsize=8)
 def _inspect(path: Path, size: int, mtime: float) -> InceptionWeights:
     digest = hashlib.sha256()
@@ -83,7 +98,9 @@ def _inspect(path: Path, size: int, mtime: float) -> InceptionWeights:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise WeightsError(f"{path}: not a readable PyTorch state dict ({type(err).__name__}: {err}).") from err
+        reason = _brief(err)
+        raise WeightsError(f"{path}: not a readable PyTorch state dict, truncated or corrupt ({reason}); "
+                           "download the weights again or point the setting at a good copy.") from err
     classifier = state.get("fc.weight") if isinstance(state, dict) else None
     if not isinstance(classifier, Tensor) or tuple(classifier.shape) != (1008, 2048):
         raise WeightsError(f"{path}: not a torch-fidelity InceptionV3 state dict (no 1008x2048 `fc.weight`). "
@@ -113,16 +130,24 @@ def to_uint8(images: Tensor) -> Tensor:
     return images.detach().float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
 
 
+def load_inception(weights: str | Path | None = None,
+                   setting: str = "evaluation.weights") -> tuple[FeatureExtractorInceptionV3, InceptionWeights]:
+    """torch-fidelity's InceptionV3 with checked weights (resolved as above); any bad file is a WeightsError."""
+    checked = inspect_weights(resolve_weights_path(weights, setting))
+    try:  # strict load: a state dict with other keys or shapes is caught here
+        model = FeatureExtractorInceptionV3(
+            "inception-v3-compat", list(FEATURE_LAYERS), feature_extractor_weights_path=str(checked.path))
+    except Exception as err:
+        raise WeightsError(f"{checked.path}: not a torch-fidelity InceptionV3 state dict ({_brief(err)}); use the "
+                           "official weights or a converted copy with the same keys and shapes.") from err
+    return model, checked
+
+
 class InceptionExtractor:
     """pool3 features and logits of 8-bit images, from one Inception forward per image."""
 
     def __init__(self, weights: str | Path | None = None, device: torch.device | str = "cpu") -> None:
-        self.weights = inspect_weights(resolve_weights_path(weights))
-        try:  # strict load: any other layer mismatch is caught here
-            self.model = FeatureExtractorInceptionV3(
-                "inception-v3-compat", list(FEATURE_LAYERS), feature_extractor_weights_path=str(self.weights.path))
-        except RuntimeError as err:
-            raise WeightsError(f"{self.weights.path}: not a torch-fidelity InceptionV3 state dict ({err}).") from err
+        self.model, self.weights = load_inception(weights)
         self.model.eval().requires_grad_(False)
         self.device = torch.device(device)
         self.model.to(self.device)
