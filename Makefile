@@ -26,7 +26,7 @@ export WANDB_MODE ?= offline
 
 ABLATION ?= identity_mu
 
-.PHONY: help setup test bench ablation compare bench-speed clean
+.PHONY: help setup test bench ablation compare bench-speed bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ bench-speed: $(STAMP) ## training and evaluation speed and memory benchmarks; fi
 	$(BIN)/python benchmarks/train_speed.py --quality
 	$(BIN)/python benchmarks/train_speed.py --scaling
 	$(BIN)/python benchmarks/metrics_speed.py
+
+bench-gpu: $(STAMP) ## GPU check (<= 8 min): results/perf/gpu.json; TINY=1: the tiny CPU version (gpu-tiny.json)
+	$(BIN)/python benchmarks/gpu_check.py $(if $(filter-out 0,$(TINY)),--tiny)
 
 clean: ## remove run folders (not results/, not the cache in ~/.cache/i2ibench)
 	rm -rf runs wandb lightning_logs .pytest_cache

@@ -5,6 +5,13 @@ Both sides run in this one process, alternately, on the same images, with the sa
 and the same Inception weights; each side builds its extractor inside the timed region.
 Targets (issue 3): full suite <= 1.1x torch-fidelity; with the real features cached <= 0.55x.
 Prints a table and writes results/perf/metrics_speed.json.
+
+`--profile` instead breaks one evaluation of the same folders into its stages (set-up, decode,
+uint8 conversion, the 128 -> 299 resize, the Inception convolutions, statistics, content metrics),
+lists the Inception forward's operators by self time (torch.profiler), and times candidate
+speed-ups of the Inception forward alone (batch 50, 128 -> 299 px), each with the largest
+difference of its 2048-d features from the plain path; writes results/perf/metrics_profile.json.
+The machine may be shared: each figure is the best of `--repeats` runs, and the load average is saved.
 """
 
 from __future__ import annotations
@@ -74,8 +81,17 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "perf" / "metrics_speed.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default results/perf/metrics_speed.json (--profile: metrics_profile.json)")
+    parser.add_argument("--profile", action="store_true", help="where the evaluation time goes, and candidate speed-ups")
+    parser.add_argument("--candidates", default="channels_last,cached_resize,jit_freeze,threads_1,overlap_decode,compile",
+                        help="--profile: which candidate speed-ups to time")
     args = parser.parse_args()
+    if args.profile:
+        from metrics_profile import profile
+
+        return profile(args, make_folders)
+    args.out = args.out or REPO / "results" / "perf" / "metrics_speed.json"
     weights = resolve_weights_path()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["I2IBENCH_HOME"] = str(Path(tmp) / "home")

@@ -51,8 +51,12 @@ CONFIGS = {  # one speed option at a time against eager float32, then the defaul
 
 
 # -- one measurement (runs in its own process) --------------------------------------------------
-def build_model(method: str, size: int):
-    """The method from its own config (paper widths), at `size` px; offline perceptual network."""
+def build_model(method: str, size: int, overrides: dict | None = None):
+    """The method from its own config (paper widths), at `size` px; offline perceptual network.
+
+    `overrides` replace init arguments (nested dicts such as generator_args are merged), e.g. the
+    tiny widths of a CPU smoke run.
+    """
     from i2ibench.registry import METHODS, load_all
 
     load_all()
@@ -62,6 +66,8 @@ def build_model(method: str, size: int):
         args["perceptual_network"] = "inception"  # VGG-16 needs a download; the same cost class offline
     if method == "stargan-v2":
         args.update(img_size=size, num_domains=2)
+    for key, value in (overrides or {}).items():
+        args[key] = {**(args.get(key) or {}), **value} if isinstance(value, dict) else value
     return spec.module_class(**args)
 
 
@@ -88,40 +94,56 @@ def synthetic_batches(method: str, size: int, batch: int, count: int, device: to
     return batches
 
 
-def plain_loop_seconds(method: str, size: int, batch: int, steps: int, warmup: int, device) -> list[float]:
-    """The CycleGAN step as a plain PyTorch loop: the module's networks and losses, no Lightning."""
-    from i2ibench.losses import discriminator_adversarial_loss
-
-    model = build_model(method, size).to(device)
-    opt_g, opt_d = (torch.optim.Adam(list(p), lr=2e-4, betas=(0.5, 0.999)) for p in (
+def plain_optimizers(model) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """The reference's two Adams (generators, discriminators), its default (foreach) implementation."""
+    return tuple(torch.optim.Adam(list(p), lr=2e-4, betas=(0.5, 0.999)) for p in (
         list(model.gen_AB.parameters()) + list(model.gen_BA.parameters()),
         list(model.disc_A.parameters()) + list(model.disc_B.parameters())))
+
+
+def plain_step(model, opt_g, opt_d, batch: dict) -> None:
+    """One CycleGAN step as a plain PyTorch loop: the module's networks and losses, no Lightning."""
+    from i2ibench.losses import discriminator_adversarial_loss
+
+    images = model.forward_cycle(batch)
+    model.disc_A.requires_grad_(False), model.disc_B.requires_grad_(False)
+    g_total = torch.stack(list(model.generator_losses(images).values())).sum()
+    opt_g.zero_grad(set_to_none=True)
+    g_total.backward()
+    opt_g.step()
+    model.disc_A.requires_grad_(True), model.disc_B.requires_grad_(True)
+    d_loss = (discriminator_adversarial_loss(model.disc_B(images["real_B"]),
+                                             model.disc_B(model.pool_B.query(images["fake_B"])), "lsgan")
+              + discriminator_adversarial_loss(model.disc_A(images["real_A"]),
+                                               model.disc_A(model.pool_A.query(images["fake_A"])), "lsgan"))
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+
+
+def plain_loop_seconds(method: str, size: int, batch: int, steps: int, warmup: int, device,
+                       overrides: dict | None = None) -> list[float]:
+    """Seconds per step of the plain loop (the reference-equivalent CycleGAN step), after `warmup` steps."""
+    model = build_model(method, size, overrides).to(device)
+    opt_g, opt_d = plain_optimizers(model)
     batches = synthetic_batches(method, size, batch, 4, device)
     times = []
     for step in range(warmup + steps):
         start = time.perf_counter()
-        images = model.forward_cycle(batches[step % 4])
-        model.disc_A.requires_grad_(False), model.disc_B.requires_grad_(False)
-        g_total = torch.stack(list(model.generator_losses(images).values())).sum()
-        opt_g.zero_grad(set_to_none=True)
-        g_total.backward()
-        opt_g.step()
-        model.disc_A.requires_grad_(True), model.disc_B.requires_grad_(True)
-        d_loss = (discriminator_adversarial_loss(model.disc_B(images["real_B"]),
-                                                 model.disc_B(model.pool_B.query(images["fake_B"])), "lsgan")
-                  + discriminator_adversarial_loss(model.disc_A(images["real_A"]),
-                                                   model.disc_A(model.pool_A.query(images["fake_A"])), "lsgan"))
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
+        plain_step(model, opt_g, opt_d, batches[step % 4])
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return times[warmup:]
 
 
-def suite_seconds(method: str, size: int, batch: int, steps: int, warmup: int, config: dict, device) -> list[float]:
-    """The suite's step through the Lightning Trainer (CSV logging on, as in a run), timed per batch."""
+def suite_seconds(method: str, size: int, batch: int, steps: int, warmup: int, config: dict, device,
+                  overrides: dict | None = None, callbacks: tuple = (), log_dir: Path | None = None) -> list[float]:
+    """The suite's step through the Lightning Trainer (CSV logging on, as in a run), timed per batch.
+
+    `config`: {"speed": SpeedOptions arguments, "precision": Lightning precision, and optionally
+    "benchmark": cudnn.benchmark (Lightning's `benchmark`; absent: the Trainer's default)}.
+    """
     import pytorch_lightning as pl
     from pytorch_lightning.loggers import CSVLogger
 
@@ -142,13 +164,13 @@ def suite_seconds(method: str, size: int, batch: int, steps: int, warmup: int, c
     batches = synthetic_batches(method, size, batch, 4, torch.device("cpu"))
     loader = torch.utils.data.DataLoader([batches[i % 4] for i in range(warmup + steps + 1)], batch_size=None)
     timer = Timer()
-    model = build_model(method, size)
+    model = build_model(method, size, overrides)
     model.on_train_epoch_end = lambda: None  # no per-epoch sample grid (there is one epoch here)
     trainer = pl.Trainer(accelerator=device.type, devices=1, max_epochs=1, precision=config["precision"],
-                         logger=CSVLogger(str(REPO / "runs" / "speed")), log_every_n_steps=50,
+                         logger=CSVLogger(str(log_dir or REPO / "runs" / "speed")), log_every_n_steps=50,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[SpeedOptions(**config["speed"]), timer], num_sanity_val_steps=0,
-                         limit_val_batches=0)
+                         callbacks=[SpeedOptions(**config["speed"]), timer, *callbacks], num_sanity_val_steps=0,
+                         limit_val_batches=0, benchmark=config.get("benchmark"))
     trainer.fit(model, train_dataloaders=loader)
     return timer.times[warmup:]
 
@@ -178,6 +200,22 @@ def run_job(job: dict, timeout: int) -> dict:
 
 
 # -- quality: do the fast paths train the same? --------------------------------------------------
+def loss_recorder(stop_after: int | None = None):
+    """A callback keeping every step's `train/*` losses; it stops the fit after `stop_after` batches."""
+    import pytorch_lightning as pl
+
+    class Losses(pl.Callback):
+        def __init__(self) -> None:
+            self.steps: list[dict] = []
+
+        def on_train_batch_end(self, trainer, *args) -> None:
+            self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+            if stop_after is not None and len(self.steps) >= stop_after:
+                trainer.should_stop = True
+
+    return Losses()
+
+
 def quality_run(job: dict) -> dict:
     """CycleGAN (smoke widths) on the built-in photo/sketch set: every per-step loss of one run."""
     import pytorch_lightning as pl
@@ -186,15 +224,8 @@ def quality_run(job: dict) -> dict:
     from i2ibench.methods.cyclegan import CycleGAN
     from i2ibench.methods.speed import SpeedOptions
 
-    class Losses(pl.Callback):
-        def __init__(self) -> None:
-            self.steps: list[dict] = []
-
-        def on_train_batch_end(self, trainer, *args) -> None:
-            self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
-
     pl.seed_everything(job["seed"])
-    recorder = Losses()
+    recorder = loss_recorder()
     config = CONFIGS[job["config"]]
     model = CycleGAN(generator_args={"ngf": 32, "n_blocks": 6}, discriminator_args={"ndf": 32},
                      n_epochs=job["epochs"], n_epochs_decay=job["epochs"])
@@ -207,6 +238,34 @@ def quality_run(job: dict) -> dict:
     start = time.perf_counter()
     trainer.fit(model, data)
     return {**job, "seconds": time.perf_counter() - start, "losses": recorder.steps}
+
+
+def protocol_losses(config: dict, seed: int, steps: int, dataset: str, load_size: int, crop_size: int,
+                    model_args: dict | None = None, num_workers: int = 0, callbacks: tuple = ()) -> dict:
+    """The first `steps` steps of CycleGAN's paper protocol (its config: widths, losses, Adam, batch 1,
+    resize `load_size` / random crop `crop_size` / flip) on `dataset`: every per-step loss.
+
+    `config` is a speed configuration ({"speed", "precision", optional "benchmark"}); `model_args`
+    override the paper's init arguments (tiny widths for a CPU smoke run).
+    """
+    import pytorch_lightning as pl
+
+    from i2ibench.data import I2IDataModule
+    from i2ibench.methods.speed import SpeedOptions
+
+    pl.seed_everything(seed)
+    recorder = loss_recorder(stop_after=steps)
+    model = build_model("cyclegan", crop_size, model_args)
+    model.on_train_epoch_end = lambda: None  # no sample grids
+    trainer = pl.Trainer(accelerator="auto", devices=1, max_epochs=200, precision=config["precision"],
+                         benchmark=config.get("benchmark"), logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         num_sanity_val_steps=0, callbacks=[SpeedOptions(**config["speed"]), recorder, *callbacks])
+    data = I2IDataModule(dataset, load_size=load_size, crop_size=crop_size, batch_size=1, num_workers=num_workers,
+                         seed=seed)
+    start = time.perf_counter()
+    trainer.fit(model, data)
+    return {"seconds": time.perf_counter() - start, "losses": recorder.steps[:steps]}
 
 
 def quality(args) -> None:
