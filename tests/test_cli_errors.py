@@ -134,7 +134,6 @@ def test_verbose_shows_the_traceback(tmp_path, capsys, monkeypatch):
     assert status == 2 and "Traceback" in err and "ConfigError" in err
 
 
-@pytest.mark.xfail(strict=True, reason="cli.expand_method_shortcut raises SystemExit (status 1); needs a ConfigError")
 def test_method_without_a_name(tmp_path, capsys, monkeypatch):
     status, err = run_main(["fit", "--method"], capsys, monkeypatch)
     assert status == 2 and "--method needs a name" in one_error_line(err)

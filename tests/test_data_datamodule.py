@@ -147,3 +147,57 @@ def test_real_cufs_photos_and_sketches(tmp_path):
     assert batch["A"].shape == batch["B"].shape == (2, 3, 64, 64)
     test_batch = next(iter(datamodule.test_dataloader()[0]))
     assert test_batch["B_gt"].shape == (6, 3, 64, 64)
+
+
+# -- exact resume (data.resumable) ----------------------------------------------------------------
+def paths_of(batches: list[dict]) -> list[tuple[str, ...]]:
+    """What a batch is: its A and B files (the draws) and a checksum of the augmented pixels."""
+    return [(*batch["A_path"], *batch["B_path"], round(float(batch["A"].sum() + batch["B"].sum()), 3))
+            for batch in batches]
+
+
+def resumable_loader(datamodule):
+    """12 A and 8 B images, batch 2: 6 batches per epoch, one worker (indices are drawn ahead)."""
+    from i2ibench.data.folders import UnalignedDataset
+    from i2ibench.data.resumable import ResumableDataLoader
+
+    paths_a, paths_b = datamodule.images["train"]["A"][:12], datamodule.images["train"]["B"][:8]
+    sampler = UnalignedSampler(len(paths_a), len(paths_b), seed=3)
+    return ResumableDataLoader(UnalignedDataset(paths_a, paths_b, datamodule.train_transform), batch_size=2,
+                               sampler=sampler, num_workers=1, persistent_workers=True)
+
+
+@pytest.mark.parametrize("consumed, next_epoch", [(2, 1), (6, 2)], ids=["mid-epoch", "epoch-end"])
+def test_a_resumed_loader_continues_with_the_next_batch(builtin_root, consumed, next_epoch):
+    """Lightning's restart order: a new loader (its sampler at epoch 0) gets the saved state, its
+    iterator is created, and only then is the sampler's epoch set (to the saved epoch after a
+    mid-epoch save, to the next one after an epoch-end save). The batches must continue exactly
+    where the saved run stopped: the rest of epoch 1, or all of epoch 2."""
+    datamodule = tiny_datamodule(builtin_root, load_size=36, crop_size=32)
+    datamodule.setup("fit")
+    straight = resumable_loader(datamodule)
+    epochs = {}
+    for epoch in (0, 1, 2):
+        straight.sampler.set_epoch(epoch)
+        iterator = iter(straight)
+        epochs[epoch] = [next(iterator) for _ in range(consumed)] if epoch == 1 else list(iterator)
+        if epoch == 1:
+            saved = straight.state_dict()
+            epochs[1] += list(iterator)
+    assert saved == {"epoch": 1, "batches": consumed} and len(epochs[1]) == 6
+
+    resumed = resumable_loader(datamodule)
+    resumed.load_state_dict(saved)
+    iterator = iter(resumed)
+    resumed.sampler.set_epoch(next_epoch)
+    expected = epochs[1][consumed:] if next_epoch == 1 else epochs[2]
+    assert paths_of(list(iterator)) == paths_of(expected)
+    assert resumed.state_dict() == {"epoch": next_epoch, "batches": 6}
+
+
+def test_the_datamodule_trains_from_a_resumable_loader(builtin_root):
+    from i2ibench.data.resumable import ResumableDataLoader
+
+    datamodule = tiny_datamodule(builtin_root)
+    datamodule.setup("fit")
+    assert isinstance(datamodule.train_dataloader(), ResumableDataLoader)

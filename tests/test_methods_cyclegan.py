@@ -15,7 +15,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from i2ibench.methods.image_pool import ImagePool
 
-from conftest import REPO, tiny_cyclegan, tiny_datamodule
+from conftest import REPO, inception_weights, tiny_cyclegan, tiny_datamodule
 
 
 def cpu_trainer(root: Path, **overrides) -> pl.Trainer:
@@ -89,9 +89,56 @@ def test_image_pool_state_round_trip_reproduces_draws():
     assert torch.equal(pool.query(probe), clone.query(probe))
 
 
-def test_image_pool_size_zero_is_passthrough():
-    images = torch.randn(3, 3, 4, 4)
-    assert torch.equal(ImagePool(size=0).query(images), images)
+def test_pool_size_zero_trains_and_hands_the_discriminator_detached_fakes(builtin_root, tmp_path):
+    """pool_size 0 used to return the generator's graph, and D's backward ran through it again."""
+    fakes = torch.randn(3, 3, 4, 4, requires_grad=True) * 2
+    out = ImagePool(size=0).query(fakes)
+    assert not out.requires_grad and out.grad_fn is None and torch.equal(out, fakes.detach())
+    model = tiny_cyclegan(pool_size=0)
+    before = [p.detach().clone() for p in model.disc_A.parameters()]
+    cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2).fit(model, tiny_datamodule(builtin_root))
+    assert all(not torch.equal(old, new) for old, new in zip(before, model.disc_A.parameters()))
+
+
+def test_the_non_finite_guard_names_the_first_bad_step_and_its_terms():
+    """Terms collected over several steps (as on a GPU, checked every log_every_n_steps) and checked at once."""
+    from i2ibench.errors import NonFiniteLossError
+
+    model = tiny_cyclegan()
+    finite = {"gen_total": torch.tensor(1.5), "disc_A": torch.tensor(0.25)}
+    model.unchecked_losses = [(10, 2, finite),
+                              (11, 2, {"gen_total": torch.tensor(float("nan")), "disc_A": torch.tensor(0.5),
+                                       "gen_cycle_A": torch.tensor(float("inf"))}),
+                              (12, 2, {"gen_total": torch.tensor(float("nan")), "disc_A": torch.tensor(0.5)})]
+    with pytest.raises(NonFiniteLossError) as failure:
+        model.check_losses_finite()
+    message = str(failure.value)
+    assert message.startswith("non-finite loss at step 11 (epoch 2): gen_total=nan, gen_cycle_A=inf;")
+    assert "disc_A" not in message and "\n" not in message
+    assert model.unchecked_losses == []
+    model.unchecked_losses = [(13, 2, finite)]
+    model.check_losses_finite()  # finite terms pass
+
+
+@pytest.mark.slow
+def test_cli_fit_stops_at_the_first_non_finite_loss(builtin_root, tmp_path):
+    """lr 1e30: step 0 is finite (the initial weights), step 1 is not. The run ends there, with exit
+    status 1 and one line, the last on stderr (after W&B's own closing lines), naming step and terms;
+    no checkpoint and no evaluation record come from the diverged weights."""
+    root = tmp_path / "run"
+    args = [*tiny_fit_args(root, builtin_root, max_epochs=2), "--model.init_args.lr", "1e30"]
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    if inception_weights() is not None:  # epoch 0 would end with an evaluation
+        env["I2IBENCH_INCEPTION_WEIGHTS"] = str(inception_weights())
+    else:
+        args += ["--trainer.limit_val_batches", "0"]
+    result = subprocess.run([sys.executable, "-m", "i2ibench", *args], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert last_line.startswith("i2ibench: error: non-finite loss at step 1 (epoch 0): "), last_line
+    assert "gen_total=nan" in last_line and "Traceback" not in result.stderr
+    assert not (root / "checkpoints").exists() and not (root / "eval").exists()
 
 
 def test_learning_rate_schedule_at_epochs_0_100_150_199():

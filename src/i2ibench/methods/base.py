@@ -3,12 +3,14 @@
 A method subclasses it, builds its networks, and implements `training_step` (manual
 optimisation: GANs alternate generator and discriminator updates) and `translate`. The base
 provides the evaluation steps (Lightning runs the loop, the EvaluationCallback consumes what
-they return), per-epoch scheduler steps, sample grids, and the checkpoint extras that make a
-resumed run continue exactly (RNG states and whatever `extra_state` a method adds).
+they return), per-epoch scheduler steps, sample grids, the guard that stops a run at its first
+non-finite loss, and the checkpoint extras that make a resumed run continue exactly (RNG states
+and whatever `extra_state` a method adds).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from torchvision.utils import make_grid
 
 from i2ibench import files
 from i2ibench.data.tasks import parse_task, two_domain_tasks
+from i2ibench.errors import NonFiniteLossError
 
 
 class TranslationModule(pl.LightningModule):
@@ -35,6 +38,8 @@ class TranslationModule(pl.LightningModule):
         self.epochs_completed = 0  # our own count: Lightning's checkpoint "epoch" is the index of the last one
         self.loaded_checkpoint: dict | None = None
         self.adam_implementation: dict[str, bool] = {}  # {"fused": True} from SpeedOptions; {} lets PyTorch choose
+        self.unchecked_losses: list[tuple[int, int, dict[str, Tensor]]] = []  # (step, epoch, losses) not yet checked
+        self.rng_to_restore: dict | None = None  # a resumed fit's RNG states, applied at its first batch
 
     def adam(self, params, lr: float, betas: tuple[float, float], weight_decay: float = 0.0) -> torch.optim.Adam:
         """Adam as every method builds it; the implementation (fused / foreach) does not change the maths."""
@@ -58,8 +63,13 @@ class TranslationModule(pl.LightningModule):
 
     def log_losses(self, losses: dict[str, Tensor], batch_size: int) -> None:
         """Every loss term: per step as `train/<name>` (this process's value, no collective per step)
-        and per epoch as `train_epoch/<name>` (mean over all processes, synced once per epoch)."""
+        and per epoch as `train_epoch/<name>` (mean over all processes, synced once per epoch).
+
+        Every method passes its terms through here, so this is also where they are watched for
+        NaN / inf (`check_losses_finite`)."""
         detached = {name: value.detach() for name, value in losses.items()}
+        if self._trainer is not None:
+            self.unchecked_losses.append((self.trainer.fit_loop.total_batch_idx, self.current_epoch, detached))
         self.log_dict({f"train/{k}": v for k, v in detached.items()}, on_step=True, on_epoch=False,
                       batch_size=batch_size)
         self.log_dict({f"train_epoch/{k}": v for k, v in detached.items()}, on_step=False, on_epoch=True,
@@ -77,9 +87,59 @@ class TranslationModule(pl.LightningModule):
         paths = batch["x_path"] if task.mode else batch[f"{task.source}_path"]  # multi-domain items name x
         return {"task": task.name, "paths": paths, "images": self.translate(batch, task.name)}
 
+    # -- the non-finite loss guard ---------------------------------------------------------------
+    def check_losses_finite(self) -> None:
+        """Raise NonFiniteLossError naming the first step with a NaN / inf loss term since the last check.
+
+        Reading a flag from an accelerator waits for its queued work (a host sync), so there the
+        terms are collected on the device and checked together every `log_every_n_steps` batches
+        (Lightning syncs to log then anyway), and always before anything is kept: a checkpoint, a
+        validation, the end of an epoch or of training. A diverged GPU run may thus train up to that
+        many more steps, but nothing from after the first bad step is saved or evaluated, and the
+        message names that first step. On CPU there is no sync to save: every batch is checked.
+        """
+        if not self.unchecked_losses:
+            return
+        pending, self.unchecked_losses = self.unchecked_losses, []
+        flags: dict[torch.device, list[tuple[int, Tensor]]] = {}  # per device: (entry, all-finite flag)
+        for entry, (_, _, losses) in enumerate(pending):
+            for flag in finite_flags(losses):
+                flags.setdefault(flag.device, []).append((entry, flag))
+        bad = set()
+        for items in flags.values():
+            on_host = torch.stack([flag for _, flag in items]).cpu().tolist()  # one host sync per device
+            bad |= {entry for (entry, _), ok in zip(items, on_host) if not ok}
+        if not bad:
+            return
+        step, epoch, losses = pending[min(bad)]
+        terms = ", ".join(f"{name}={float(value):g}" for name, value in losses.items()
+                          if not math.isfinite(float(value)))
+        raise NonFiniteLossError(
+            f"non-finite loss at step {step} (epoch {epoch}): {terms}; training stopped, and nothing from this "
+            "step on was saved or evaluated. Lower the learning rate (--model.init_args.lr) or check the data.")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.rng_to_restore is not None:
+            # Re-applied here, at the first resumed batch, rather than only at load time: whatever ran
+            # in between (sanity check, data loader start) must not shift what training draws next.
+            set_rng_states(self.rng_to_restore)
+            self.rng_to_restore = None
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        every = 1 if self.device.type == "cpu" else max(1, self.trainer.log_every_n_steps)
+        if (self.trainer.fit_loop.total_batch_idx + 1) % every == 0:
+            self.check_losses_finite()
+
+    def on_validation_start(self) -> None:
+        self.check_losses_finite()
+
+    def on_train_end(self) -> None:
+        self.check_losses_finite()
+
     # -- schedules and samples -----------------------------------------------------------------
     def on_train_epoch_end(self) -> None:
         # Runs before ModelCheckpoint saves, so a checkpoint holds the already-stepped schedulers.
+        self.check_losses_finite()
         self.epochs_completed = self.current_epoch + 1
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
@@ -116,6 +176,7 @@ class TranslationModule(pl.LightningModule):
 
     # -- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_losses_finite()  # raising here aborts the save: no checkpoint of diverged weights
         checkpoint["i2ibench"] = {"rng": rng_states(), "extra": self.extra_state(),
                                   "epochs_completed": self.epochs_completed}
         # LightningCLI re-parses a checkpoint's hyperparameters by this key; a model built from
@@ -131,7 +192,17 @@ class TranslationModule(pl.LightningModule):
             # records read the evaluated weights' epoch and step from here.
             self.loaded_checkpoint = {"epoch": self.epochs_completed, "global_step": checkpoint.get("global_step")}
             set_rng_states(saved["rng"])
+            if self._trainer is not None and self.trainer.state.fn == "fit":
+                self.rng_to_restore = saved["rng"]
             self.load_extra_state(saved["extra"])
+
+
+def finite_flags(losses: dict[str, Tensor]) -> list[Tensor]:
+    """One 0-d bool tensor per device the terms live on: are all of them finite? (No host sync.)"""
+    groups: dict[torch.device, list[Tensor]] = {}
+    for value in losses.values():
+        groups.setdefault(value.device, []).append(value.reshape(-1).float())
+    return [torch.isfinite(torch.cat(values)).all() for values in groups.values()]
 
 
 def set_requires_grad(nets: tuple[nn.Module, ...], flag: bool) -> None:

@@ -22,9 +22,11 @@ class ImagePool:
         self.generator = torch.Generator().manual_seed(seed)
 
     def query(self, images: Tensor) -> Tensor:
+        """Images for the discriminator, always detached from the generator's graph (also at size 0:
+        the reference detaches them in the discriminator step instead, `netD(fake.detach())`)."""
+        images = images.detach()
         if self.size == 0:
             return images
-        images = images.detach()
         if self.images and self.images[0].device != images.device:  # restored from a checkpoint on CPU
             self.images = [img.to(images.device) for img in self.images]
         out = []
