@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -39,12 +40,35 @@ def test_fewer_than_two_images(tmp_path):
 
 
 def test_mixed_sizes_are_resized_and_said_once(tmp_path, caplog):
-    mixed = folder(tmp_path / "mixed", [(32, 32), (32, 32), (40, 24)])
+    mixed = folder(tmp_path / "mixed", [(32, 32), (32, 32), (40, 24), (40, 24), (32, 32)])
     with caplog.at_level(logging.WARNING):
         paths, size = scan_folder(mixed, "--fake")
     assert size == (32, 32)
-    messages = [r.getMessage() for r in caplog.records if "resizing" in r.getMessage()]
-    assert len(messages) == 1 and "1 of 3" in messages[0] and str(mixed) in messages[0]
+    messages = [r.getMessage() for r in caplog.records if "resized" in r.getMessage()]
+    assert len(messages) == 1 and str(mixed) in messages[0]
+    assert "2 of 5 images resized to 32x32" in messages[0] and "bicubic" in messages[0] and "40x24" in messages[0]
+
+
+def test_sub_folders_are_reported_by_name_and_count(tmp_path, caplog):
+    """Only the folder's own images are evaluated; the sub-folders left out are named, not skipped silently."""
+    images = folder(tmp_path / "fake", [(16, 16)] * 3)
+    for name in ("epoch_10", "epoch_20"):
+        folder(images / name, [(16, 16)] * 2)
+    (images / ".thumbnails").mkdir()  # hidden: not reported, like hidden files
+    with caplog.at_level(logging.WARNING):
+        paths, _ = scan_folder(images, "--fake")
+    assert len(paths) == 3
+    [message] = [r.getMessage() for r in caplog.records if "sub-folder" in r.getMessage()]
+    assert str(images) in message and "2 sub-folder(s)" in message and "epoch_10" in message
+
+
+def test_a_folder_of_only_sub_folders_names_them(tmp_path):
+    parent = tmp_path / "results"
+    for name in ("A2B", "B2A"):
+        folder(parent / name, [(16, 16)] * 2)
+    with pytest.raises(DataError) as err:
+        scan_folder(parent, "--real")
+    assert "A2B, B2A" in str(err.value) and "not searched" in str(err.value) and "--real" in str(err.value)
 
 
 def test_ground_truth_names_must_match_fake(tmp_path):
@@ -93,10 +117,17 @@ def test_weights_path_resolution(tmp_path, monkeypatch):
 @pytest.mark.skipif(WEIGHTS is None, reason="no Inception weights")
 def test_eval_command_writes_a_record_and_fails_clearly(tmp_path, builtin_root):
     out = tmp_path / "record.json"
-    result = run_cli(["eval", "--real", str(builtin_root / "valB"), "--fake", str(builtin_root / "valA"),
+    real = tmp_path / "real"
+    shutil.copytree(builtin_root / "valB", real)
+    folder(real / "old-run", [(16, 16)] * 2)  # not evaluated, and said so on stderr
+    odd = sorted(real.glob("*.png"))[0]
+    Image.open(odd).resize((40, 24)).save(odd)  # resized back, and said so on stderr
+    result = run_cli(["eval", "--real", str(real), "--fake", str(builtin_root / "valA"),
                       "--gt", str(builtin_root / "valB"), "--lpips", "off", "--kid-subsets", "5",
                       "--weights", str(WEIGHTS), "--out", str(out)], cwd=tmp_path)
     assert "fid" in result.stdout and "ssim_gt" in result.stdout and out.is_file()
+    assert "1 sub-folder(s)" in result.stderr and "old-run" in result.stderr
+    assert f"1 of {len(list(real.glob('*.png')))} images resized to 32x32" in result.stderr
     import subprocess
     import sys
 

@@ -68,7 +68,8 @@ def list_images(folder: Path) -> list[Path]:
     files = sorted(p for p in entries if p.is_file() or link_problem(p))
     subfolders = sorted(p for p in entries if p.is_dir())
     if subfolders:
-        log.warning(f"{folder}: {len(subfolders)} sub-folder(s) not read (e.g. {subfolders[0].name}/); "
+        names = ", ".join(p.name + "/" for p in subfolders[:10]) + (" ..." if len(subfolders) > 10 else "")
+        log.warning(f"{folder}: {len(subfolders)} sub-folder(s) not read ({names}); "
                     "a domain's images must be in the folder itself")
     others = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
     if others:

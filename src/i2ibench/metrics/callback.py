@@ -47,7 +47,9 @@ class EvaluationCallback(Callback):
     """Args:
         method: the registered method name written into records (configs set it).
         weights: Inception weights file (None: $I2IBENCH_INCEPTION_WEIGHTS, else the official download).
-        kid_subset_size, kid_subsets, is_splits, prc_neighborhood, seed: metric protocol settings.
+        kid_subset_size, kid_subsets, is_splits, prc_neighborhood: metric protocol settings.
+        seed: KID subsets, IS splits and the MMD bandwidth sample; 2020 (torch-fidelity's) reproduces its
+            subsets and splits.
         lpips: LPIPS backbone (alex, vgg, squeeze), random-alex (plumbing tests only) or off.
         output_dir: where JSON records go (default: <default_root_dir>/eval).
         checkpoint_selection: how the evaluated checkpoint was chosen, for `test` records
@@ -55,7 +57,7 @@ class EvaluationCallback(Callback):
     """
 
     def __init__(self, method: str | None = None, weights: str | None = None, kid_subset_size: int | None = None,
-                 kid_subsets: int = 100, is_splits: int = 10, prc_neighborhood: int = 3, seed: int = 0,
+                 kid_subsets: int = 100, is_splits: int = 10, prc_neighborhood: int = 3, seed: int = 2020,
                  lpips: str = "alex", output_dir: str | None = None, checkpoint_selection: str = "last") -> None:
         self.method, self.weights, self.lpips = method, weights, lpips
         self.settings = DistributionSettings(kid_subset_size, kid_subsets, is_splits, prc_neighborhood, seed=seed)

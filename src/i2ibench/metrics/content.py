@@ -3,10 +3,11 @@
 References: the ground truth when the test split is paired (`gt`), the source image itself
 (`source`: content preservation), and for mask tasks the source outside its instance masks
 (`background`: what a mask-guided method should leave untouched).
-Images are compared as saved 8-bit images scaled to [0, 1] (data range 1.0): SSIM with the
-Gaussian 11x11, sigma 1.5 window of Wang et al. 2004 (torchmetrics), PSNR per image, both
-averaged over images. LPIPS (Zhang et al. 2018, AlexNet v0.1, the `lpips` package) needs
-torchvision's ImageNet AlexNet; where it cannot be had, LPIPS is reported unavailable.
+Images are compared as saved 8-bit images scaled to [0, 1] (data range 1.0), in float64: SSIM
+with the Gaussian 11x11, sigma 1.5 window of Wang et al. 2004 (`i2ibench.ssim`), PSNR per image,
+both averaged over images; both equal scikit-image's per image (tests/test_metrics_ssim.py).
+LPIPS (Zhang et al. 2018, AlexNet v0.1, the `lpips` package) needs torchvision's ImageNet
+AlexNet; where it cannot be had, LPIPS is reported unavailable.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from functools import lru_cache
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from i2ibench import ssim
 from i2ibench.metrics.inception import to_uint8
@@ -23,8 +23,8 @@ from i2ibench.metrics.suite import IndexedSamples
 
 CONTENT_CARD = {
     "ssim": "Gaussian window 11x11, sigma 1.5, K1 0.01, K2 0.03, data range 1.0 (8-bit images / 255), "
-            "mean over channels and the valid interior (5-pixel border dropped, as scikit-image), then over images",
-    "psnr": "per image, data range 1.0 (8-bit images / 255), mean over images",
+            "mean over channels and the valid interior (5-pixel border dropped, as scikit-image), then over images; float64",
+    "psnr": "per image, data range 1.0 (8-bit images / 255), mean over images; float64",
 }
 
 
@@ -34,11 +34,9 @@ def to_unit(images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
 
 
 def ssim_per_image(x: Tensor, y: Tensor) -> Tensor:
-    """SSIM of saved-image equivalents over the valid interior (see `i2ibench.ssim`).
-
-    float32: within 1e-6 of float64 here, and float64 convolutions are ~13x slower on CPU.
-    """
-    return ssim.ssim_per_image(to_unit(x), to_unit(y))
+    """SSIM of saved-image equivalents over the valid interior (see `i2ibench.ssim`), in float64:
+    float32 loses up to 2.6e-4 on near-white images (sketches) to cancellation in the variances."""
+    return ssim.ssim_per_image(to_unit(x, torch.float64), to_unit(y, torch.float64))
 
 
 def background_metrics(x: Tensor, y: Tensor, masks: Tensor, lpips_model) -> dict[str, Tensor]:
@@ -53,7 +51,7 @@ def background_metrics(x: Tensor, y: Tensor, masks: Tensor, lpips_model) -> dict
     squared = ((unit_x - unit_y) ** 2 * keep.double()).sum(dim=(1, 2, 3))
     mse = squared / (keep.double().sum(dim=(1, 2, 3)) * x.shape[1])
     values = {"psnr_background": 10 * torch.log10(1.0 / mse),
-              "ssim_background": ssim.masked_ssim_per_image(to_unit(x), to_unit(y), keep)}
+              "ssim_background": ssim.masked_ssim_per_image(unit_x, unit_y, keep)}
     if lpips_model is not None:
         lpips_model.to(x.device)
         values["lpips_background"] = lpips_model((to_unit(x) * 2 - 1) * keep, (to_unit(y) * 2 - 1) * keep).flatten()
@@ -63,8 +61,9 @@ def background_metrics(x: Tensor, y: Tensor, masks: Tensor, lpips_model) -> dict
 
 
 def psnr_per_image(x: Tensor, y: Tensor) -> Tensor:
-    return peak_signal_noise_ratio(to_unit(x, torch.float64), to_unit(y, torch.float64), data_range=1.0,
-                                   reduction="none", dim=(1, 2, 3))
+    """10 log10(1 / MSE) per image in float64 (inf for identical images), as scikit-image computes it."""
+    mse = (to_unit(x, torch.float64) - to_unit(y, torch.float64)).square().mean(dim=(1, 2, 3))
+    return 10 * torch.log10(1.0 / mse)
 
 
 @lru_cache(maxsize=4)
@@ -102,7 +101,8 @@ class ContentMetrics(IndexedSamples):
     def __init__(self, references: tuple[str, ...], lpips_model=None, sync_device: torch.device | None = None,
                  diversity: bool = False):
         names = tuple(f"{metric}_{ref}" for ref in references for metric in ("ssim", "psnr", "lpips"))
-        super().__init__(names + (("lpips_diversity",) if diversity else ()), sync_device)
+        # float64 per-image values: SSIM / PSNR are computed in float64 and kept so (a few numbers per image)
+        super().__init__(names + (("lpips_diversity",) if diversity else ()), sync_device, dtype=torch.float64)
         self.references, self.diversity = references, diversity
         self._lpips = [lpips_model]  # in a list: not a child module, so it is neither synced nor moved
 

@@ -58,24 +58,45 @@ def frechet_distance_from_features(real: Tensor, fake: Tensor, max_product: int 
     return float(mean_gap @ mean_gap + trace_real + trace_fake - 2.0 * trace_sqrt)
 
 
+TORCH_FIDELITY_SEED = 2020  # torch-fidelity's default `rng_seed`: its KID subsets and IS splits
+
+
 def kid_subset_size(n_real: int, n_fake: int, requested: int | None = None) -> int:
     """min(1000, N_real, N_fake) unless set (then capped by the set sizes)."""
-    return min(requested or 1000, n_real, n_fake)
+    return min(1000 if requested is None else requested, n_real, n_fake)
+
+
+def kid_subsets_indices(n_real: int, n_fake: int, subset_size: int, subsets: int,
+                        seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(real rows, fake rows) of each KID subset, drawn exactly as torch-fidelity draws them.
+
+    torch-fidelity's `kid_features_to_metric(features_1, features_2)` takes input1 (the generated
+    images) first and draws, per subset, `rng.choice(n_1, m, replace=False)` then
+    `rng.choice(n_2, m, replace=False)` from one `np.random.RandomState(rng_seed)`. The same
+    draws here make KID equal to torch-fidelity's whenever a set is subsampled, not only when a
+    subset is the whole set.
+    """
+    rng = np.random.RandomState(seed)
+    picks = []
+    for _ in range(subsets):
+        fake_rows = rng.choice(n_fake, subset_size, replace=False)
+        real_rows = rng.choice(n_real, subset_size, replace=False)
+        picks.append((real_rows, fake_rows))
+    return picks
 
 
 def kernel_inception_distance(real: Tensor, fake: Tensor, subset_size: int, subsets: int,
-                              seed: int) -> tuple[float, float]:
+                              seed: int = TORCH_FIDELITY_SEED) -> tuple[float, float]:
     """KID (Binkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel, over random subsets.
 
-    Subsets are drawn without replacement by a seeded torch.Generator; mean and std over subsets.
-    The per-subset MMD is torch-fidelity's `kernel_mmd` (d^-1 x.y + 1)^3, computed in float64.
+    Subsets without replacement, torch-fidelity's draws (`kid_subsets_indices`); mean and std over
+    subsets. The per-subset MMD is torch-fidelity's `kernel_mmd` (d^-1 x.y + 1)^3, in float64
+    (torch-fidelity runs it on its float32 features).
     """
-    generator = torch.Generator().manual_seed(seed)
     values = np.empty(subsets)
-    for i in range(subsets):
-        pick_real = torch.randperm(len(real), generator=generator)[:subset_size]
-        pick_fake = torch.randperm(len(fake), generator=generator)[:subset_size]
-        values[i] = kernel_mmd(real[pick_real].double().numpy(), fake[pick_fake].double().numpy())
+    for i, (real_rows, fake_rows) in enumerate(kid_subsets_indices(len(real), len(fake), subset_size, subsets, seed)):
+        values[i] = kernel_mmd(fake[torch.from_numpy(fake_rows)].double().numpy(),
+                               real[torch.from_numpy(real_rows)].double().numpy())
     return float(values.mean()), float(values.std())
 
 

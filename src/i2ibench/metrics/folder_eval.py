@@ -1,4 +1,9 @@
-"""`i2ibench eval`: the suite's protocol on image folders made by any tool."""
+"""`i2ibench eval`: the suite's protocol on image folders made by any tool.
+
+Only the images directly in each folder are evaluated; sub-folders are reported on stderr (or, in
+a folder with no images of its own, named in the error). Images of another size than the
+folder's most common one are resized to it (PIL bicubic) and counted on stderr.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from i2ibench import files
-from i2ibench.data.images import DataError, check_images, list_images, load_rgb, raise_for_bad
+from i2ibench.data.images import DataError, check_images, is_hidden, list_images, load_rgb, raise_for_bad
 from i2ibench.data.transforms import to_model_range
+from i2ibench.metrics.distribution import TORCH_FIDELITY_SEED
 from i2ibench.metrics.evaluator import LPIPS_CHOICES, Evaluator
 from i2ibench.metrics.record import build_record
-from i2ibench.metrics.suite import DistributionSettings
+from i2ibench.metrics.suite import DistributionSettings, setting_problem
 
 log = logging.getLogger(__name__)
 TASK = "images"
+RESIZE_FILTER = 3  # PIL.Image.BICUBIC: images not at their folder's size are resized with it
+MAX_NAMED = 10  # sub-folders named in a message; the rest are counted
 
 
 class FolderImages(Dataset):
@@ -37,7 +45,7 @@ class FolderImages(Dataset):
     def _load(self, path: Path):
         image = load_rgb(path)
         if image.size != self.size:
-            image = image.resize(self.size, resample=3)  # 3: bicubic
+            image = image.resize(self.size, resample=RESIZE_FILTER)
         return to_model_range(image)
 
     def __getitem__(self, index: int) -> dict:
@@ -47,9 +55,33 @@ class FolderImages(Dataset):
         return item
 
 
+def sub_folders(folder: Path) -> list[Path]:
+    """The visible sub-folders of `folder`, which `i2ibench eval` does not search."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_dir() and not is_hidden(p))
+
+
+def named(paths: list[Path]) -> str:
+    names = ", ".join(p.name for p in paths[:MAX_NAMED])
+    return names + (f" and {len(paths) - MAX_NAMED} more" if len(paths) > MAX_NAMED else "")
+
+
 def scan_folder(folder: Path, role: str, size: tuple[int, int] | None = None) -> tuple[list[Path], tuple[int, int]]:
-    """The folder's images, checked; their common size (the most frequent one when they differ, said once)."""
-    paths = list_images(folder)
+    """The folder's images, checked; their common size (the most frequent one when they differ).
+
+    Sub-folders are not searched (`list_images` warns; a folder with nothing else is an error that
+    names them); images of another size are counted and resized.
+    """
+    folder = Path(folder)
+    subs = sub_folders(folder) if folder.is_dir() else []
+    try:
+        paths = list_images(folder)
+    except DataError as err:
+        if subs and "no images" in str(err):
+            raise DataError(f"{folder}: {role} has no images of its own, only {len(subs)} sub-folder(s) "
+                            f"({named(subs)}), which are not searched; point {role} at the folder that "
+                            "holds the images.") from err
+        raise
+    # Sub-folders next to images are reported by `list_images` itself (one warning for every command).
     if len(paths) < 2:
         raise DataError(f"{folder}: {role} needs at least 2 images, found {len(paths)}.")
     check = check_images(paths, desc=f"checking {folder}")
@@ -58,10 +90,12 @@ def scan_folder(folder: Path, role: str, size: tuple[int, int] | None = None) ->
         log.warning(report)
     sizes = Counter(check.sizes.values())
     target = size or sizes.most_common(1)[0][0]
-    mismatched = sum(n for s, n in sizes.items() if s != target)
-    if mismatched:
-        why = "to match --fake" if size else "the folder's most common size"
-        log.warning(f"{folder}: resizing {mismatched} of {len(paths)} images to {target[0]}x{target[1]} ({why}).")
+    others = {s: n for s, n in sizes.items() if s != target}
+    if others:
+        why = f"the size of --fake, which {role} must match" if size else "the folder's most common size"
+        listed = ", ".join(f"{n} at {w}x{h}" for (w, h), n in sorted(others.items(), key=lambda kv: -kv[1])[:5])
+        log.warning(f"{folder}: {sum(others.values())} of {len(paths)} images resized to {target[0]}x{target[1]} "
+                    f"({why}) with PIL bicubic: {listed}.")
     return paths, target
 
 
@@ -121,19 +155,44 @@ def format_table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def setting_type(name: str):
+    """An argparse type for one metric setting: an integer in the range DistributionSettings accepts,
+    so that a bad value is argparse's one-line error naming the option (exit status 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if problem := setting_problem(name, value):
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    return parse
+
+
+def positive_int(text: str) -> int:
+    if not text.lstrip("-").isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return int(text)
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="i2ibench eval", description=__doc__)
+    parser = argparse.ArgumentParser(prog="i2ibench eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", type=Path, required=True, help="folder of real target-domain images")
     parser.add_argument("--fake", type=Path, required=True, help="folder of translated images")
     parser.add_argument("--source", type=Path, help="source images, same names as --fake (content preservation)")
     parser.add_argument("--gt", type=Path, help="ground-truth images, same names as --fake (paired test sets)")
-    parser.add_argument("--kid-subset-size", type=int, default=None, help="default: min(1000, N_real, N_fake)")
-    parser.add_argument("--kid-subsets", type=int, default=100)
-    parser.add_argument("--is-splits", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0, help="seed of KID subsets, IS splits and MMD bandwidth")
+    parser.add_argument("--kid-subset-size", type=setting_type("kid_subset_size"), default=None,
+                        help="images per KID subset, >= 2 (default: min(1000, N_real, N_fake))")
+    parser.add_argument("--kid-subsets", type=setting_type("kid_subsets"), default=100, help=">= 1 (default: 100)")
+    parser.add_argument("--is-splits", type=setting_type("is_splits"), default=10, help=">= 1 (default: 10)")
+    parser.add_argument("--seed", type=setting_type("seed"), default=TORCH_FIDELITY_SEED,
+                        help="seed of KID subsets, IS splits and MMD bandwidth (default: torch-fidelity's 2020)")
     parser.add_argument("--weights", help="Inception weights file (default: $I2IBENCH_INCEPTION_WEIGHTS or download)")
     parser.add_argument("--lpips", default="alex", choices=LPIPS_CHOICES)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, help="write the JSON record here")
     args = parser.parse_args(argv)

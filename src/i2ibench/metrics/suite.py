@@ -8,6 +8,7 @@ was sharded over processes. Features stay float32 on the CPU (50k images: 400 MB
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -16,24 +17,75 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
+from i2ibench.errors import ConfigError
 from i2ibench.metrics import distribution as D
 from i2ibench.metrics.inception import IS_CLASSES
+
+log = logging.getLogger(__name__)
+
+
+# The smallest value of each integer setting, with why: a smaller one would give NaN, an empty
+# computation or a silent fallback. `i2ibench eval` checks its options against it too.
+SETTING_MINIMUM: dict[str, tuple[int, str]] = {
+    "kid_subset_size": (2, "the unbiased MMD^2 needs 2 samples per subset"),
+    "kid_subsets": (1, "KID averages over at least one subset"),
+    "is_splits": (1, "IS averages over at least one split"),
+    "prc_neighborhood": (1, "precision/recall need the k-th nearest neighbour, k >= 1"),
+    "mmd_bandwidth_samples": (2, "the median pairwise distance needs 2 samples"),
+}
+SEED_RANGE = (0, 2**32 - 1)  # numpy's RandomState (torch-fidelity's sampling) accepts these
+
+
+def setting_problem(name: str, value: object) -> str | None:
+    """What is wrong with `value` for the setting `name` ("must be ..., got ..."), or None when it is valid."""
+    if name == "seed":
+        low, high = SEED_RANGE
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return f"must be an integer from {low} to {high}, got {value!r}"
+        return None
+    if name == "kid_subset_size" and value is None:
+        return None  # the default: min(1000, N_real, N_fake)
+    low, why = SETTING_MINIMUM[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        unset = " (or unset for min(1000, N_real, N_fake))" if name == "kid_subset_size" else ""
+        return f"must be an integer >= {low}{unset}, got {value!r}: {why}"
+    return None
+
+
+def check_setting(name: str, value: object, option: str | None = None) -> None:
+    """Raise ConfigError naming `option` (default: the setting's name) unless `value` is in range."""
+    if problem := setting_problem(name, value):
+        raise ConfigError(f"{option or name} {problem}")
 
 
 @dataclass(frozen=True)
 class DistributionSettings:
-    """The knobs of the distribution metrics; all of them go into the protocol card."""
+    """The knobs of the distribution metrics; all of them go into the protocol card.
+
+    Every value is checked on construction (`check_setting`), so `i2ibench eval` and the
+    EvaluationCallback (`--evaluation.*`) reject a bad one before any image is read.
+    The seed defaults to torch-fidelity's (2020), which with its sampling scheme makes KID
+    subsets and IS splits equal to torch-fidelity's.
+    """
 
     kid_subset_size: int | None = None  # None: min(1000, N_real, N_fake)
     kid_subsets: int = 100
     is_splits: int = 10
     prc_neighborhood: int = 3
     mmd_bandwidth_samples: int = 2000
-    seed: int = 0
+    seed: int = D.TORCH_FIDELITY_SEED
+
+    def __post_init__(self) -> None:
+        for name in (*SETTING_MINIMUM, "seed"):
+            check_setting(name, getattr(self, name))
 
     def card(self) -> dict[str, Any]:
         card = asdict(self)
         card["kid_kernel"] = "polynomial (x.y/d + 1)^3, unbiased MMD^2 (Binkowski et al. 2018)"
+        card["kid_sampling"] = ("torch-fidelity's: one numpy RandomState(seed); per subset rng.choice(N_fake, m, "
+                                "replace=False) then rng.choice(N_real, m, replace=False); m = kid_subset_size")
+        card["is_split_sampling"] = ("torch-fidelity's: numpy RandomState(seed).permutation(N_fake), cut into "
+                                     "is_splits consecutive parts [i N / splits, (i + 1) N / splits)")
         card["mmd_kernel"] = ("gaussian exp(-|x-y|^2 / 2 s^2), unbiased MMD^2; s = median pairwise distance "
                               f"of the real features (<= {self.mmd_bandwidth_samples} samples, seeded)")
         card["precision_recall"] = (f"k-NN manifolds, k={self.prc_neighborhood} (Kynkaanniemi et al. 2019), on the "
@@ -67,9 +119,10 @@ class IndexedSamples(Metric):
 
     full_state_update = False
 
-    def __init__(self, names: tuple[str, ...], sync_device: torch.device | None = None) -> None:
+    def __init__(self, names: tuple[str, ...], sync_device: torch.device | None = None,
+                 dtype: torch.dtype = torch.float32) -> None:
         super().__init__(dist_sync_fn=device_sync_fn(sync_device))
-        self.names = names
+        self.names, self.value_dtype = names, dtype
         self.sum_names: list[str] = []  # small tensor states summed over processes (see add_sum_state)
         self.add_state("index", default=[], dist_reduce_fx="cat")
         for name in names:
@@ -83,7 +136,7 @@ class IndexedSamples(Metric):
     def update(self, index: Tensor, **values: Tensor) -> None:
         self.index.append(index.detach().long().cpu())
         for name in self.names:
-            getattr(self, name).append(values[name].detach().float().cpu())
+            getattr(self, name).append(values[name].detach().to(self.value_dtype).cpu())
         self._unmerged_items += 1
         self._unmerged_rows += len(index)
         if self._unmerged_rows >= BLOCK_ROWS:
@@ -208,6 +261,9 @@ def distribution_metrics(real: Tensor, fake: Tensor,
     metrics["fid"] = D.frechet_distance_from_features(real, fake)
 
     subset = D.kid_subset_size(n_real, n_fake, settings.kid_subset_size)
+    if settings.kid_subset_size is not None and subset < settings.kid_subset_size:
+        log.warning(f"KID: kid_subset_size {settings.kid_subset_size} is larger than the sets "
+                    f"({n_real} real, {n_fake} fake); using subsets of {subset}.")
     metrics["kid_subset_size"] = subset
     metrics["kid_mean"], metrics["kid_std"] = D.kernel_inception_distance(
         real, fake, subset, settings.kid_subsets, settings.seed)
