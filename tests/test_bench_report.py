@@ -93,3 +93,23 @@ def test_an_infinite_psnr_is_the_best_value_and_nan_never_is():
                "broken": {"psnr": {"mean": float("nan")}}}
     assert best_methods(methods, "psnr", "higher") == {"kept"}
     assert best_methods(methods, "psnr", "lower") == {"blurred"}
+
+
+def test_a_method_with_a_failed_seed_shows_the_reason_and_no_numbers(tmp_path):
+    # cyclegan: seeds 0 and 1 finished, seed 2 diverged; its mean over the survivors would look fine.
+    runs = write_runs(tmp_path / "runs", [record("cyclegan", 0, 50.0, 0.40), record("cyclegan", 1, 54.0, 0.44),
+                                          record("ssim-lsgan", 0, 60.0, 0.50)])
+    reason = "non-finite loss at step 7 (epoch 0): gen_total=nan | disc_A=inf"
+    out = tmp_path / "results" / "toy" / "smoke"
+    report.write_results(out, runs, skipped={}, failed={"cyclegan": {2: reason}, "instagan": {0: "killed by signal 9"}})
+    table = (out / "results.md").read_text().splitlines()
+    assert "| cyclegan | 2 | failed: non-finite loss at step 7 (epoch 0): gen_total=nan \\| disc_A=inf |" in table
+    assert "| instagan | 0 | failed: killed by signal 9 |" in table
+    cyclegan_rows = [line for line in table if line.startswith("| cyclegan |")]
+    assert len(cyclegan_rows) == 2 and set(cyclegan_rows[1].strip("| ").split(" | ")) == {"cyclegan", "failed"}
+    assert "52" not in "\n".join(table) and "**60" not in "\n".join(table)  # no mean over survivors, no best mark
+    assert any(line.startswith("| ssim-lsgan |") and "60" in line for line in table)
+    results = json.loads((out / "results.json").read_text())
+    assert results["failed"] == {"cyclegan": {"2": reason}, "instagan": {"0": "killed by signal 9"}}
+    assert "cyclegan" not in results["summary"]["last"]["A2B"]
+    assert len([r for r in results["records"] if r["method"] == "cyclegan"]) == 2  # raw records are kept

@@ -141,14 +141,37 @@ def test_discriminator_is_invariant_to_order_and_does_not_mix_samples(discrimina
     assert_close(discriminator(image, padded), scores, atol=1e-5, rtol=0)
 
 
-def test_discriminator_spectral_norm_wraps_every_conv_after_normal_init():
+def test_discriminator_spectral_norm_wraps_every_conv_at_pytorch_default_init():
     torch.manual_seed(0)
     disc = InstaGANDiscriminator(ndf=16)
     convs = [m for m in disc.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 8  # 3 image trunk + 3 mask trunk + 2 classifier, as the reference
     assert all(parametrize.is_parametrized(conv, "weight") for conv in convs)
     classifier_conv = disc.classifier[0]
-    original = classifier_conv.parametrizations.weight.original
-    assert abs(original.std().item() - 0.02) < 1e-3 and torch.count_nonzero(classifier_conv.bias) == 0
     sigma = torch.linalg.matrix_norm(classifier_conv.weight.flatten(1), ord=2)
     assert abs(sigma.item() - 1.0) < 0.05  # 15 power iterations at registration
+
+
+def test_discriminator_keeps_pytorch_default_init_as_the_reference_does():
+    """The reference's init_weights cannot see convs inside its SpectralNorm wrapper (their `weight`
+    is gone), so its D keeps nn.Conv2d's own init: U(-b, b) weights and biases, b = 1 / sqrt(fan_in).
+    i2ibench used to give them N(0, 0.02) and zero biases; the generator does get N(0, 0.02)."""
+    torch.manual_seed(0)
+    disc = InstaGANDiscriminator(ndf=16)
+    for name, conv in [(n, m) for n, m in disc.named_modules() if isinstance(m, torch.nn.Conv2d)]:
+        weight = conv.parametrizations.weight.original
+        bound = 1.0 / weight[0].numel() ** 0.5  # kaiming_uniform_(a=sqrt(5)) on fan_in = in_channels * k * k
+        assert weight.abs().max() <= bound and weight.abs().max() > 0.9 * bound, name
+        assert abs(weight.std().item() - bound / 3 ** 0.5) < 0.1 * bound / 3 ** 0.5, name  # std of U(-b, b)
+        assert conv.bias is not None and torch.count_nonzero(conv.bias) == conv.bias.numel(), name
+        assert conv.bias.abs().max() <= bound, name
+        assert conv.bias.numel() == 1 or conv.bias.std() > 0.3 * bound, name  # spread over U(-b, b), not a constant
+    generator_conv = InstaGANGenerator(ngf=8, n_blocks=1).image_encoder[1]
+    assert abs(generator_conv.weight.std().item() - 0.02) < 2e-3 and torch.count_nonzero(generator_conv.bias) == 0
+
+
+def test_discriminator_batch_norm_gets_the_reference_normal_init():
+    torch.manual_seed(0)
+    norms = [m for m in InstaGANDiscriminator(ndf=16, norm="batch").modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(abs(n.weight.mean().item() - 1.0) < 0.01 and 0.01 < n.weight.std().item() < 0.03
+                         and torch.count_nonzero(n.bias) == 0 for n in norms)

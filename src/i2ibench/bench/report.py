@@ -1,4 +1,10 @@
-"""Result tables from evaluation records (and nothing else): Markdown, CSV, JSON, samples, plots."""
+"""Result tables from evaluation records (and nothing else): Markdown, CSV, JSON, samples, plots.
+
+Failed runs (`failed`: row name -> {seed: reason}, from the runner) show no numbers: their
+reason is listed above the tables, and a row with any failed seed reads "failed" in every cell,
+because a mean over only the seeds that survived would favour the unstable. Their records (from
+the seeds that finished) stay in results.csv and results.json.
+"""
 
 from __future__ import annotations
 
@@ -44,12 +50,16 @@ def as_number(value: Any) -> float | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def summarize(records: list[dict]) -> dict:
-    """{selection: {task: {method: {metric: {mean, std, n}}}}} over seeds, from test records."""
+def summarize(records: list[dict], exclude: Iterable[str] = ()) -> dict:
+    """{selection: {task: {method: {metric: {mean, std, n}}}}} over seeds, from test records.
+
+    Methods in `exclude` (those with a failed run) get no summary: no mean over survivors.
+    """
+    exclude = set(exclude)
     values: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
     for record in records:
         selection = record["checkpoint"]["selection"]
-        if selection not in SELECTIONS:
+        if selection not in SELECTIONS or record["method"] in exclude:
             continue
         for task, metrics in record["metrics"].items():
             for name, value in metrics.items():
@@ -101,7 +111,7 @@ def best_methods(methods: dict, key: str, direction: str) -> set[str]:
 
 
 def markdown(dataset: str, protocol: str, records: list[dict], summary: dict, skipped: dict[str, str],
-             failed: dict[str, str]) -> str:
+             failed: dict[str, dict[int, str]]) -> str:
     cards = protocol_cards(records)
     reference = max(set(map(card_key, [r for r in records if r["checkpoint"]["selection"] in SELECTIONS])),
                     key=[card_key(r) for r in records].count, default=None)
@@ -111,6 +121,18 @@ def markdown(dataset: str, protocol: str, records: list[dict], summary: dict, sk
              f"Mean ± std over seeds {seeds} (± only with 2+ seeds). ↓ lower is better, ↑ higher is better; "
              "the best value of each column is in **bold**. Test split; rows marked † were measured under a "
              "different protocol card (see below) and are not comparable with the others.", ""]
+    if failed:
+        lines += ["## Failed runs", "",
+                  "These runs stopped before their test evaluation; they have no numbers in the tables below "
+                  "(a method with any failed seed reads \"failed\").", "",
+                  "| method | seed | reason |", "|---|---|---|"]
+        lines += [f"| {m} | {seed} | failed: {cell_text(reason)} |"
+                  for m, by_seed in sorted(failed.items()) for seed, reason in sorted(by_seed.items())]
+        lines.append("")
+    tested = defaultdict(set)  # (selection, task) -> methods with a record, failed ones included
+    for record in records:
+        for task in record["metrics"]:
+            tested[(record["checkpoint"]["selection"], task)].add(record["method"])
     unavailable = unavailable_reasons(records)
     for selection in SELECTIONS:
         for task, methods in sorted(summary.get(selection, {}).items()):
@@ -119,7 +141,11 @@ def markdown(dataset: str, protocol: str, records: list[dict], summary: dict, sk
                       "| method | " + " | ".join(f"{title} {ARROW[d]}" for _, title, d, _ in columns) + " |",
                       "|---|" + "---|" * len(columns)]
             best = {key: best_methods(methods, key, d) for key, _, d, _ in columns}
-            for method in sorted(methods):
+            failed_here = tested[(selection, task)] & set(failed)  # `methods` (the summary) holds no failed one
+            for method in sorted(set(methods) | failed_here):
+                if method in failed_here:
+                    lines.append(f"| {method} | " + " | ".join(["failed"] * len(columns)) + " |")
+                    continue
                 cells = []
                 for key, _, _, scale in columns:
                     cell = format_cell(methods[method].get(key), scale)
@@ -127,10 +153,9 @@ def markdown(dataset: str, protocol: str, records: list[dict], summary: dict, sk
                 mark = " †" if method in differs else ""
                 lines.append(f"| {method}{mark} | " + " | ".join(cells) + " |")
             lines.append("")
-    if skipped or failed:
+    if skipped:
         lines += ["## Not run", "", "| method | reason |", "|---|---|"]
-        lines += [f"| {m} | not applicable: {r} |" for m, r in sorted(skipped.items())]
-        lines += [f"| {m} | {r} |" for m, r in sorted(failed.items())]
+        lines += [f"| {m} | not applicable: {cell_text(r)} |" for m, r in sorted(skipped.items())]
         lines.append("")
     if unavailable:
         lines += ["## Unavailable metrics", ""]
@@ -143,6 +168,11 @@ def markdown(dataset: str, protocol: str, records: list[dict], summary: dict, sk
         diff = {k: v for k, v in cards[method].items() if json.loads(reference or "{}").get(k) != v and k not in CARD_NOTES}
         lines.append(f"- † {method} differs: {json.dumps(diff)}")
     return "\n".join(lines) + "\n"
+
+
+def cell_text(text: str) -> str:
+    """One Markdown table cell: a single line, pipes escaped."""
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def unavailable_reasons(records: list[dict]) -> dict[str, str]:
@@ -238,15 +268,18 @@ def write_plots(out: Path, records: list[dict]) -> list[Path]:
     return paths
 
 
-def write_results(out: Path, run_roots: list[Path], skipped: dict[str, str], failed: dict[str, str]) -> None:
+def write_results(out: Path, run_roots: list[Path], skipped: dict[str, str],
+                  failed: dict[str, dict[int, str]]) -> None:
     records = load_records(run_roots)
     tests = [r for r in records if r["checkpoint"]["selection"] in SELECTIONS]
     dataset = tests[0]["dataset"]["name"] if tests else out.parent.name
-    summary = summarize(records)
+    summary = summarize(records, exclude=failed)
     files.write_text(out / "results.md", markdown(dataset, out.name, records, summary, skipped, failed))
     files.write_text(out / "results.csv", csv_text(records))
     files.write_json(out / "results.json", {"dataset": dataset, "protocol": out.name, "skipped": skipped,
-                                            "failed": failed, "summary": summary,
+                                            "failed": {m: {str(seed): reason for seed, reason in by_seed.items()}
+                                                       for m, by_seed in failed.items()},
+                                            "summary": summary,
                                             "records": [{k: v for k, v in r.items() if k != "_file"} for r in records]})
     write_samples(out, run_roots)
     write_plots(out, records)

@@ -4,12 +4,18 @@
 arguments. One process per run keeps one W&B run per bench run, frees all memory between runs,
 and lets Lightning relaunch the same command for every DDP rank. An interrupted run continues
 from its `last.ckpt`; a finished one leaves `done.json`, and the runner skips it next time.
+
+A run that cannot go on (a non-finite loss, bad input) leaves `failed.json` instead: the reason,
+written atomically, which the runner puts in the result table. It then ends like `i2ibench fit`:
+one line `i2ibench: error: <reason>` last on stderr, exit status 1 (non-finite loss) or 2 (bad
+input). Any other exception is recorded too, then raised with its traceback (a bug to report).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 
 import torch
@@ -18,14 +24,61 @@ from torch.utils.data import DataLoader
 from i2ibench import files
 from i2ibench.cli import build_cli
 from i2ibench.data.tasks import parse_task
+from i2ibench.errors import EXIT_USER_ERROR, NonFiniteLossError, UserError, verbose_requested
 from i2ibench.methods.base import to_pil
 from i2ibench.metrics.callback import EvaluationCallback
 
 DONE = "done.json"
+FAILED = "failed.json"
+EXIT_TRAINING_FAILED = 1
 SAMPLES_PER_TASK, MAX_SAMPLE_TASKS = 4, 4
 
 
 def main(argv: list[str]) -> int:
+    """One run; its failure reason, if any, goes to `<run folder>/failed.json` (see the module docstring)."""
+    root = run_root(argv)
+    try:
+        return train_and_test(argv)
+    except (NonFiniteLossError, UserError) as err:
+        if verbose_requested(argv):
+            traceback.print_exc()
+        record_failure(root, err)
+        finish_wandb()  # W&B prints its closing lines at exit otherwise, after ours
+        sys.stdout.flush()
+        print(f"i2ibench: error: {str(err).strip()}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR if isinstance(err, UserError) else EXIT_TRAINING_FAILED
+    except Exception as err:
+        record_failure(root, err)
+        raise
+
+
+def run_root(argv: list[str]) -> Path | None:
+    """The run folder the runner passes as `--trainer.default_root_dir` (None if absent)."""
+    for i, arg in enumerate(argv):
+        if arg == "--trainer.default_root_dir" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--trainer.default_root_dir="):
+            return Path(arg.split("=", 1)[1])
+    return None
+
+
+def record_failure(root: Path | None, err: BaseException) -> None:
+    """`failed.json`: why the run stopped, for the result table (each DDP process that fails may write it)."""
+    if root is None:
+        return
+    reason = " ".join(str(err).split()) or type(err).__name__
+    if not isinstance(err, (NonFiniteLossError, UserError)):
+        reason = f"{type(err).__name__}: {reason}"
+    files.write_json(Path(root) / FAILED, {"reason": reason, "error": type(err).__name__})
+
+
+def finish_wandb() -> None:
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=EXIT_TRAINING_FAILED, quiet=True)
+
+
+def train_and_test(argv: list[str]) -> int:
     cli = build_cli(argv, run=False)
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
     root = Path(trainer.default_root_dir)

@@ -5,6 +5,10 @@ overrides of every run (smoke: minutes on a CPU; paper: each method as published
 in `runs/<dataset>/<protocol>/<method>/seed<k>/`; a finished run has `done.json` and is
 skipped, an interrupted one resumes from its last checkpoint. Tables are written by
 `bench.report` from the evaluation records alone.
+
+A run that fails (a non-finite loss, bad input, a crash, a kill) does not stop the bench: its
+reason, read from the `failed.json` that `run_one` writes, goes into the tables in place of its
+numbers, the other runs go on, the tables are written, and the bench exits with status 1.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 import yaml
 
 from i2ibench.bench import report
-from i2ibench.bench.run_one import DONE
+from i2ibench.bench.run_one import DONE, FAILED
 from i2ibench.data import catalog
 from i2ibench.data.folders import Layout, detect_layout
 from i2ibench.registry import CONFIG_DIR, METHODS, MethodSpec, load_all
@@ -40,6 +44,18 @@ class Run:
     @property
     def done(self) -> bool:
         return (self.root / DONE).is_file()
+
+    def failure(self, returncode: int) -> str:
+        """Why the run did not finish: run_one's `failed.json`, else what the exit status tells."""
+        try:
+            return json.loads((self.root / FAILED).read_text())["reason"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if returncode < 0:
+            return f"killed by signal {-returncode}; see the output above and {self.root}"
+        if returncode == 0:
+            return f"ended without {DONE}; see the output above and {self.root}"
+        return f"exit status {returncode}, no reason recorded; see the output above and {self.root}"
 
 
 def load_protocol(name: str) -> dict[str, Any]:
@@ -142,8 +158,11 @@ def ablate(path: Path, dataset: str | None = None, protocol_name: str | None = N
 
 def execute(runs: list[Run], dataset: str, protocol: dict, layout: Layout, extra: list[str], out: Path,
             skipped: dict[str, str], group: str | None = None) -> int:
-    """Run what is not done yet (each in its own process), then write the result tables."""
-    failed = {}
+    """Run what is not done yet (each in its own process), then write the result tables.
+
+    Returns 1 when a run failed (its row in the tables says why), else 0.
+    """
+    failed: dict[str, dict[int, str]] = {}  # row name -> {seed: reason}
     for i, run in enumerate(runs, 1):
         label = f"[{i}/{len(runs)}] {run.name} seed {run.seed}"
         if run.done:
@@ -151,16 +170,23 @@ def execute(runs: list[Run], dataset: str, protocol: dict, layout: Layout, extra
             continue
         print(f"{label}: {'resuming' if (run.root / 'checkpoints' / 'last.ckpt').is_file() else 'starting'} "
               f"in {run.root}", flush=True)
+        (run.root / FAILED).unlink(missing_ok=True)  # an earlier attempt's reason; this attempt writes its own
         start = time.perf_counter()
         command = [sys.executable, "-m", "i2ibench.bench.run_one",
                    *run_arguments(run, dataset, protocol, layout, extra, group)]
         result = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        elapsed = f"{time.perf_counter() - start:.0f} s"
         if result.returncode != 0 or not run.done:
-            failed[run.name] = f"run failed (exit {result.returncode}); see the output above and {run.root}"
-        print(f"{label}: {'failed' if run.name in failed else 'finished'} in "
-              f"{time.perf_counter() - start:.0f} s", flush=True)
+            reason = run.failure(result.returncode)
+            failed.setdefault(run.name, {})[run.seed] = reason
+            print(f"{label}: failed after {elapsed}: {reason}", flush=True)
+        else:
+            print(f"{label}: finished in {elapsed}", flush=True)
     report.write_results(out, [run.root for run in runs], skipped, failed)
     print(f"\nresults: {out}/results.md")
+    if failed:
+        count = sum(len(seeds) for seeds in failed.values())
+        print(f"{count} run{'s' if count > 1 else ''} failed: {', '.join(sorted(failed))} (reasons in the tables)")
     wandb_runs = sorted({str(p.parent) for run in runs for p in (run.root / "wandb").glob("offline-run-*/run-*.wandb")})
     if wandb_runs:
         print("upload the W&B runs later with:\n  wandb sync " + " ".join(wandb_runs))

@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import i2ibench.nets  # noqa: F401  (registers the generators and discriminators)
+from i2ibench.errors import ConfigError
 from i2ibench.losses import PerceptualLoss, discriminator_adversarial_loss, generator_adversarial_loss, ssim_loss
 from i2ibench.methods.base import TranslationModule, set_requires_grad
 from i2ibench.methods.image_pool import ImagePool
+from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch, epoch_schedule_lines
 from i2ibench.methods.schedules import linear_decay
 from i2ibench.registry import DISCRIMINATORS, GENERATORS, register_method
 
@@ -76,6 +78,7 @@ class CycleGAN(TranslationModule):
         self.disc_B = make_discriminator(**(discriminator_args or {}))  # judges domain-B images
         self.pool_A = ImagePool(pool_size, seed=1)
         self.pool_B = ImagePool(pool_size, seed=2)
+        self.batch_split: BatchSplit | None = None  # set in setup("fit") from data.batch_size and the process count
 
     # -- training ------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> None:
@@ -149,12 +152,27 @@ class CycleGAN(TranslationModule):
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, factor) for opt in (opt_g, opt_d)]
         return [opt_g, opt_d], schedulers
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        # data.batch_size is the global batch; the paper's batch 1 runs as 1 per process under DDP.
+        if stage == "fit":
+            self.batch_split = apply_global_batch(self, per_sample_recipe=True)
+
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         total = self.hparams.n_epochs + self.hparams.n_epochs_decay
         max_epochs = self.trainer.max_epochs
         if max_epochs is not None and max_epochs > total:
-            raise ValueError(f"trainer.max_epochs ({max_epochs}) exceeds the schedule n_epochs + n_epochs_decay "
+            raise ConfigError(f"trainer.max_epochs ({max_epochs}) exceeds the schedule n_epochs + n_epochs_decay "
                              f"({total}): the learning rate would be 0 after epoch {total}. Set them consistently.")
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        hp = self.hparams
+        rates = f"G {hp.lr:g}, D {(hp.lr_D or hp.lr):g} (Adam betas {hp.beta1:g}, {hp.beta2:g})"
+        announce(self.trainer, type(self).__name__,
+                 epoch_schedule_lines(self.trainer, self.batch_split, hp.n_epochs, hp.n_epochs_decay, rates),
+                 self.batch_split)
 
     # -- evaluation ----------------------------------------------------------------------------
     def translate(self, batch: dict, task: str) -> Tensor:

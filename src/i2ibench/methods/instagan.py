@@ -25,6 +25,7 @@ from i2ibench.losses import discriminator_adversarial_loss, generator_adversaria
 from i2ibench.methods.base import TranslationModule, set_requires_grad
 from i2ibench.methods.cyclegan import CycleGAN
 from i2ibench.methods.image_pool import ImagePool
+from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch, epoch_schedule_lines
 from i2ibench.methods.schedules import linear_decay
 from i2ibench.nets.instagan import InstaGANDiscriminator, InstaGANGenerator
 from i2ibench.registry import register_method
@@ -71,6 +72,22 @@ class InstaGAN(TranslationModule):
         self.disc_A = InstaGANDiscriminator(3, ndf, n_layers, norm)  # judges domain-A image + mask stacks
         self.disc_B = InstaGANDiscriminator(3, ndf, n_layers, norm)
         self.pool_A, self.pool_B = ImagePool(pool_size, seed=1), ImagePool(pool_size, seed=2)
+        self.batch_split: BatchSplit | None = None  # set in setup("fit") from data.batch_size and the process count
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        # data.batch_size is the global batch; the reference's batch 1 runs as 1 per process under DDP.
+        if stage == "fit":
+            self.batch_split = apply_global_batch(self, per_sample_recipe=True)
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        hp = self.hparams
+        rates = (f"G and D {hp.lr:g} (Adam betas {hp.beta1:g}, {hp.beta2:g}), one update of each per pass of "
+                 f"{hp.ins_per} instances")
+        announce(self.trainer, "InstaGAN",
+                 epoch_schedule_lines(self.trainer, self.batch_split, hp.n_epochs, hp.n_epochs_decay, rates),
+                 self.batch_split)
 
     # -- training ------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> None:

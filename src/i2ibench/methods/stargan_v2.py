@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from i2ibench.data.tasks import parse_task
 from i2ibench.methods.base import TranslationModule, set_requires_grad
+from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch, total_steps
 from i2ibench.nets.stargan_v2 import Discriminator, Generator, MappingNetwork, StyleEncoder, he_init
 from i2ibench.registry import register_method
 
@@ -64,7 +65,10 @@ class StarGANv2(TranslationModule):
         if w_hpf > 0:
             raise ValueError("w_hpf > 0 (the CelebA-HQ setting) needs the pretrained FAN face-landmark network "
                              "of the reference, which i2ibench does not ship; use w_hpf: 0 (the AFHQ setting).")
-        self.iterations = 0  # completed training iterations (one iteration = the four updates above)
+        # Completed training iterations (one iteration = the four updates above, on the global batch:
+        # `data.batch_size` is split across DDP processes, so steps count the reference's iterations).
+        self.iterations = 0
+        self.batch_split: BatchSplit | None = None
         if num_domains is not None:
             self.build_networks(num_domains)
 
@@ -83,6 +87,9 @@ class StarGANv2(TranslationModule):
             he_init(net)
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit":  # the reference's batch 8 is global: 4 per process on 2, 2 on 4, ...
+            self.batch_split = apply_global_batch(self)
         datamodule = getattr(self.trainer, "datamodule", None)
         domains = len(datamodule.domains) if datamodule is not None and datamodule.layout is not None else None
         if self.hparams.num_domains is None:
@@ -96,6 +103,20 @@ class StarGANv2(TranslationModule):
         if datamodule is not None and getattr(datamodule, "latent_dim", self.hparams.latent_dim) != self.hparams.latent_dim:
             raise ValueError(f"data.latent_dim ({datamodule.latent_dim}) must equal the model's latent_dim "
                              f"({self.hparams.latent_dim})")
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        hp, trainer = self.hparams, self.trainer
+        total = total_steps(trainer)
+        final = max(0.0, hp.lambda_ds * (1.0 - total / hp.ds_iter))
+        lines = [self.batch_split.describe() if self.batch_split else "batch: as the datamodule loads it",
+                 f"{total} iterations: max_epochs {trainer.max_epochs} x {trainer.num_training_batches} per epoch "
+                 f"(one iteration = one step of the global batch, whatever the number of processes)",
+                 f"lr {hp.lr:g} (G, E, D), f_lr {hp.f_lr:g} (mapping network), Adam betas ({hp.beta1:g}, "
+                 f"{hp.beta2:g}), weight decay {hp.weight_decay:g}",
+                 f"diversity weight lambda_ds {hp.lambda_ds:g} -> 0 linearly over ds_iter {hp.ds_iter} iterations; "
+                 f"{final:g} after the last iteration of this fit"]
+        announce(trainer, "StarGAN v2", lines, self.batch_split)
 
     def pairs_of_ema(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.generator, self.generator_ema), (self.mapping_network, self.mapping_network_ema),

@@ -16,11 +16,13 @@ features over the batch dimension too, so with batch > 1 one sample's instances 
 sample's set feature (its own training runs use batch 1 per GPU). Here both are per sample; at
 batch 1 the two agree.
 
-A second one, in the discriminator: the reference's `init_weights` never reaches its convs (its
-`SpectralNorm` wrapper removes `weight` before `init_net` runs, so `hasattr(m, "weight")` is false
-and they keep PyTorch's default uniform init). Here they get N(0, 0.02) and zero biases like every
-other net of the family; spectral norm rescales the weight anyway, so only the biases and the
-shape of the weight distribution differ.
+The discriminator's initialisation is the reference's as it really runs, not as its options read:
+`init_weights` (N(0, 0.02) weights, zero biases) never reaches the discriminator's convs, because
+its `SpectralNorm` wrapper has already replaced each conv's `weight` by `weight_bar`, so
+`hasattr(m, "weight")` is false. The convs keep PyTorch's default init: weights kaiming-uniform
+(a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in))) and non-zero biases from the same bound.
+Only norm layers with parameters (`norm: batch`) get the reference's N(1, 0.02). The generator is
+reached and gets N(0, 0.02).
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ class InstaGANDiscriminator(nn.Module):
         self.image_features = _feature_extractor(in_channels, ndf, n_layers, norm)
         self.mask_features = _feature_extractor(1, ndf, n_layers, norm)
         self.classifier = _classifier(ndf, n_layers, norm)
-        init_normal(self)
+        init_normal(self, convs=False)  # convs keep PyTorch's default init, as in the reference (module docstring)
         # after init: the parametrisation's power iteration starts from the initialised weight
         for conv in [m for m in self.modules() if isinstance(m, nn.Conv2d)]:
             spectral_norm(conv)
