@@ -225,10 +225,13 @@ def test_cli_fit_logs_to_wandb_offline_and_resumes(builtin_root, tmp_path):
 
 @pytest.mark.slow
 def test_two_process_cpu_ddp_fit(builtin_root, tmp_path):
+    weights = inception_weights()
+    if weights is None:
+        pytest.skip("the fit evaluates, and the evaluation loads Inception weights at set-up; none here")
     root = tmp_path / "ddp"
     args = tiny_fit_args(root, builtin_root, max_epochs=1) + [
         "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
-        "--wandb.enabled", "false"]
+        "--wandb.enabled", "false", "--evaluation.weights", str(weights), "--evaluation.lpips", "off"]
     result = run_cli(args, cwd=tmp_path)
     assert (root / "checkpoints" / "last.ckpt").is_file()
     assert "max_epochs=1` reached" in result.stdout + result.stderr

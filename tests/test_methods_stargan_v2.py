@@ -134,7 +134,7 @@ def test_translate_gives_k_styles_and_diversity_is_measured(multi_root):
     diversity.update(torch.tensor([0, 1]), distinct)
     diversity.update(torch.tensor([2, 3]), same)
     per_source = diversity.ordered()["lpips_diversity"]
-    assert (per_source[:2] > 0).all() and torch.allclose(per_source[2:], torch.zeros(2), atol=1e-6)
+    assert (per_source[:2] > 0).all() and torch.allclose(per_source[2:], torch.zeros(2, dtype=per_source.dtype), atol=1e-6)
 
 
 @needs_shared_data
