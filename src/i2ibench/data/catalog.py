@@ -6,7 +6,9 @@ datamodule settings, so the same file serves `i2ibench fit --config` and the ben
 - builtin: generated from scikit-image's photographs (`data.embedded`);
 - download: a public archive, fetched with resume and a sha256 check, extracted safely;
 - prepare: a raw folder the user has (`i2ibench data prepare NAME --from DIR`, or the folder
-  named by the entry's environment variable, prepared automatically on first use).
+  named by the entry's environment variable, prepared automatically on first use); an entry
+  with a `fetch:` section (sketch-photo) otherwise downloads its raw files on first use, each
+  checked against a committed sha256 manifest (`data.cufs`), and prepares them.
 Any folder in one of the suite's layouts works too: pass its path instead of a name.
 """
 
@@ -23,6 +25,7 @@ import yaml
 
 from i2ibench import files
 from i2ibench.data import embedded
+from i2ibench.data.cufs import fetch_pinned_files
 from i2ibench.data.download import download, safe_extract
 from i2ibench.data.images import DataError
 from i2ibench.data.prepare import PREPARERS
@@ -84,13 +87,23 @@ def resolve(name_or_path: str | Path, fetch: bool = True) -> Path:
                         "prepare_data() on the first process (or `i2ibench data prepare`).")
     if entry.kind == "download":
         return fetch_archive(entry)
-    source = os.environ.get(entry.options.get("source_env", ""), "")
-    if source and Path(source).is_dir():
-        log.warning(f"{name}: preparing from ${entry.options['source_env']}={source}")
+    # A raw folder the user named wins over a download; one named but absent is a typo, not a
+    # reason to download.
+    variable = entry.options.get("source_env", "")
+    source = os.environ.get(variable, "") if variable else ""
+    if source:
+        if not Path(source).is_dir():
+            raise DataError(f"${variable}={source}: not a folder. Point it at the raw {name} folder "
+                            f"({entry.source}), or unset it" + (" to download the set." if "fetch" in entry.options
+                                                                 else "."))
+        log.warning(f"{name}: preparing from ${variable}={source}")
         return prepare(name, Path(source))
+    if "fetch" in entry.options:
+        raw = fetch_pinned_files(name, entry.options["fetch"], entry.config.parent)
+        return prepare(name, raw)
     raise DataError(f"dataset {name!r} must be prepared from its raw files first: "
                     f"`i2ibench data prepare {name} --from DIR` ({entry.source})"
-                    + (f", or set ${entry.options['source_env']} to DIR" if entry.options.get("source_env") else ""))
+                    + (f", or set ${variable} to DIR" if variable else ""))
 
 
 def fetch_archive(entry: DatasetEntry) -> Path:

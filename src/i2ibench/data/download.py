@@ -47,7 +47,7 @@ class Attempt:
 
 
 def download(urls: list[str], target: Path, sha256: str, size: int | None = None, timeout: float = 60,
-             max_attempts: int = MAX_ATTEMPTS) -> Path:
+             max_attempts: int = MAX_ATTEMPTS, show_bar: bool = True) -> Path:
     """Fetch `target` from `urls` (the first, then the others as mirrors), resuming `<target>.part`.
 
     `size` (bytes, when the catalog pins it) is what a complete file must have; without it the
@@ -77,7 +77,7 @@ def download(urls: list[str], target: Path, sha256: str, size: int | None = None
     stalled = 0  # consecutive attempts that changed nothing
     for attempt_number in range(max_attempts):
         url = urls[attempt_number % len(urls)]
-        attempt = fetch_once(url, partial, sha256, size, timeout, target.name)
+        attempt = fetch_once(url, partial, sha256, size, timeout, target.name, show_bar)
         if attempt.complete:
             actual = sha256_of(partial)
             if actual != sha256:
@@ -96,7 +96,8 @@ def download(urls: list[str], target: Path, sha256: str, size: int | None = None
     raise DataError(f"could not download {target}: " + "; ".join(f"{u}: {p}" for u, p in problems.items()) + "." + kept)
 
 
-def fetch_once(url: str, partial: Path, sha256: str, size: int | None, timeout: float, label: str) -> Attempt:
+def fetch_once(url: str, partial: Path, sha256: str, size: int | None, timeout: float, label: str,
+               show_bar: bool = True) -> Attempt:
     """One request: the rest of `partial` (a Range request when it has bytes), appended to it."""
     from tqdm import tqdm
 
@@ -129,7 +130,8 @@ def fetch_once(url: str, partial: Path, sha256: str, size: int | None, timeout: 
         received, problem = 0, ""
         try:
             with open(partial, "ab" if resumed else "wb") as out, tqdm(
-                    total=expected, initial=start, unit="B", unit_scale=True, desc=label) as bar:
+                    total=expected, initial=start, unit="B", unit_scale=True, desc=label,
+                    disable=not show_bar) as bar:  # many small files: the caller draws one bar
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     received += len(chunk)

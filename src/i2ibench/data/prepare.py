@@ -38,7 +38,9 @@ def prepare_cufs(source: Path, target: Path) -> None:
                 folder = tmp / f"{split}{domain}"
                 folder.mkdir()
                 for path in paths:
-                    load_rgb(path).save(folder / f"{path.stem}.png")
+                    # Fast zlib level: a cache, read far more often than written; level 6 took
+                    # 2.5x as long for 376 CUFS images, for smaller files only.
+                    load_rgb(path).save(folder / f"{path.stem}.png", compress_level=1)
                     converted += 1
     log.warning(f"prepared sketch-photo from {source}: {converted} images decoded to RGB PNG into {target}")
 
