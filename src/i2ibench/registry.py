@@ -63,7 +63,7 @@ class MethodSpec:
     module_class: type
     description: str
     config: str  # file name under configs/methods/
-    dataset_mode: str = "two-domain"  # "two-domain", "multi-domain" or "mask"
+    dataset_mode: str = "two-domain"  # "two-domain", "paired" (aligned pairs by file name), "multi-domain" or "mask"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

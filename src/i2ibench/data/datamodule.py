@@ -18,14 +18,16 @@ from i2ibench.data.folders import (
     UnalignedSampler, detect_layout, paired_names, split_images,
 )
 from i2ibench.data.images import DataError, DecodedImageCache, check_images, load_rgb, raise_for_bad
+from i2ibench.data.resumable import ResumableDataLoader
 from i2ibench.data.masks import ORDERS, MaskedEvalImages, MaskedUnalignedDataset, scan_masks
 from i2ibench.data.masks import report as report_masks
+from i2ibench.data.paired import AlignedDataset, AlignedSampler, as_two_domain, pair_by_stem, pair_size_problems
 from i2ibench.data.tasks import parse_task, two_domain_tasks
 from i2ibench.data.transforms import EvalTransform, StarGANTrainTransform, TrainTransform
 from i2ibench.errors import ConfigError
 
 log = logging.getLogger(__name__)
-MODES = ("auto", "unaligned", "multi-domain", "mask")
+MODES = ("auto", "unaligned", "paired", "multi-domain", "mask")
 
 
 def default_num_workers() -> int:
@@ -46,9 +48,11 @@ class I2IDataModule(pl.LightningDataModule):
         eval_batch_size: batch size for translation and feature extraction in evaluation.
         num_workers: dataloader workers; None picks one fewer than the CPU count (at most 4).
         seed: seeds the training sampler (which pairs, crops and flips, per epoch).
-        mode: `unaligned` (two-domain pairs, CycleGAN family), `multi-domain` (StarGAN v2 batches;
-            a two-domain folder counts as domains A and B), `mask` (two-domain pairs with instance
-            masks, see `data.masks`) or `auto` (multi-domain for a multi-domain layout, else unaligned).
+        mode: `unaligned` (two-domain pairs, CycleGAN family), `paired` (aligned pairs matched by file
+            name, the same crop and flip for both images: Pix2Pix; see `data.paired`; side-by-side A|B
+            files are split once into the cache), `multi-domain` (StarGAN v2 batches; a two-domain
+            folder counts as domains A and B), `mask` (two-domain pairs with instance masks, see
+            `data.masks`) or `auto` (multi-domain for a multi-domain layout, else unaligned).
         latent_dim: multi-domain: size of the latents `z`, `z2` drawn for each training item.
         outputs_per_source: multi-domain evaluation: styles (latents or references) per source.
         samples_per_epoch: multi-domain: draws per epoch (sampling is with replacement); None: the
@@ -82,19 +86,20 @@ class I2IDataModule(pl.LightningDataModule):
 
     # -- set-up --------------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        catalog.resolve(self.dataset)  # generates built-in sets once, on one process per node
+        # Generates built-in sets and splits side-by-side A|B files once, on one process per node.
+        as_two_domain(catalog.resolve(self.dataset))
 
     def setup(self, stage: str | None = None) -> None:
         """Find the layout and check every image the stage will read, before any training."""
         if self.layout is None:
-            self.layout = detect_layout(catalog.resolve(self.dataset, fetch=False))
+            self.layout = detect_layout(as_two_domain(catalog.resolve(self.dataset, fetch=False)))
             if self.mode == "multi-domain":
                 self.train_transform = StarGANTrainTransform(self.eval_transform.crop_size)
         splits = {"fit": ("train", "val", "test"), "validate": ("val", "test")}.get(stage or "fit", ("test",))
         if stage in ("fit", None) and not self.layout.has_split("train"):
             raise DataError(f"{self.layout.root}: no train split; training needs "
                             f"{' and '.join(str(self.layout.folder('train', d).name) for d in self.layout.domains)}.")
-        checked, bad = {}, {}
+        checked, bad, sizes = {}, {}, {}
         for split in splits:
             if split in self.images or not self.layout.has_split(split):
                 continue
@@ -104,6 +109,7 @@ class I2IDataModule(pl.LightningDataModule):
                 folder = self.layout.folder(split, domain)
                 check = check_images(paths, min_size, desc=f"checking {folder}")
                 bad.update(check.bad)
+                sizes.update(check.sizes)
                 if report := check.report_conversions(str(folder)):
                     _warn_once(report)
                 if self.mode == "mask":  # the masks of every decodable image, so one error lists all bad files
@@ -114,6 +120,12 @@ class I2IDataModule(pl.LightningDataModule):
                     self.masks.update(masks.masks)
                     if note := report_masks(masks, self.layout.mask_folder(split, domain)):
                         _warn_once(note)
+        if self.mode == "paired" and "train" in checked:
+            if len(self.layout.domains) != 2:
+                raise DataError(f"{self.layout.root}: paired training needs two domains (trainA/ trainB/, or "
+                                f"side-by-side train/*.jpg), found {list(self.layout.domains)}.")
+            checked["train"] = dict(zip(self.layout.domains, pair_by_stem(*checked["train"].values())))
+            bad.update(pair_size_problems(*checked["train"].values(), sizes))
         raise_for_bad(bad)  # every bad file of every folder in one message
         self.images.update(checked)
         if "train" in checked and self.mode == "multi-domain":
@@ -128,7 +140,7 @@ class I2IDataModule(pl.LightningDataModule):
             raise DataError(f"{self.layout.root}: mask mode needs instance masks beside the images "
                             f"(trainA_seg/ trainB_seg/ testA_seg/ testB_seg/); missing: {', '.join(missing) or 'all'}.")
         if self.requested_mode != "auto":
-            return self.requested_mode
+            return self.requested_mode  # `paired` is never automatic: unpaired methods train unaligned on pairs too
         return "multi-domain" if self.layout is not None and self.layout.kind == "multi-domain" else "unaligned"
 
     @property
@@ -153,13 +165,17 @@ class I2IDataModule(pl.LightningDataModule):
             raise DataError(f"{self.layout.root}: unaligned two-domain training needs 2 domains, found "
                             f"{list(self.domains)}; multi-domain methods use `data.mode: multi-domain`.")
         paths_a, paths_b = (self.images["train"][d] for d in self.domains)
+        if self.mode == "paired":  # aligned by setup(): paths_b[i] is the counterpart of paths_a[i]
+            dataset = AlignedDataset(paths_a, paths_b, self.train_transform)
+            sampler = AlignedSampler(len(paths_a), seed=self.seed)
+            return self._loader(self._cached(dataset), self.batch_size, sampler=sampler, loader_class=ResumableDataLoader)
         if self.mode == "mask":
             dataset = MaskedUnalignedDataset({"A": paths_a, "B": paths_b}, self.masks, self.train_transform,
                                              self.max_instances, self.mask_order)
         else:
             dataset = UnalignedDataset(paths_a, paths_b, self.train_transform)
         sampler = UnalignedSampler(len(paths_a), len(paths_b), seed=self.seed)
-        return self._loader(self._cached(dataset), self.batch_size, sampler=sampler)
+        return self._loader(self._cached(dataset), self.batch_size, sampler=sampler, loader_class=ResumableDataLoader)
 
     def _cached(self, dataset: Dataset) -> Dataset:
         if self.cache_mb > 0:
@@ -183,7 +199,8 @@ class I2IDataModule(pl.LightningDataModule):
             domains += [index] * len(self.images["train"][domain])
         sampler = BalancedTripletSampler(domains, self._multi_domain_epoch(), seed=self.seed)
         dataset = MultiDomainTrainSet(paths, domains, self.train_transform, self.latent_dim)
-        return self._loader(self._cached(dataset), self.batch_size, sampler=sampler, drop_last=True)
+        return self._loader(self._cached(dataset), self.batch_size, sampler=sampler, drop_last=True,
+                            loader_class=ResumableDataLoader)
 
     # -- evaluation ----------------------------------------------------------------------------
     def eval_tasks(self) -> list[str]:
@@ -247,9 +264,10 @@ class I2IDataModule(pl.LightningDataModule):
                                                    rank=trainer.global_rank, shuffle=False)
         return self._loader(dataset, self.eval_batch_size, sampler=sampler)
 
-    def _loader(self, dataset: Dataset, batch_size: int, sampler=None, drop_last: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, sampler=None, drop_last: bool = False,
+                loader_class: type[DataLoader] = DataLoader) -> DataLoader:
         workers = self.num_workers
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+        return loader_class(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(), drop_last=drop_last)
 
 
