@@ -155,6 +155,7 @@ def _data_check(argv: list[str]) -> int:
 
     from i2ibench.data import I2IDataModule, catalog
     from i2ibench.data.folders import detect_layout
+    from i2ibench.data.paired import as_two_domain
 
     parser = ArgumentParser(prog="i2ibench data check", description=(
         "Check a dataset as `fit` would, before training: the layout, every image (decodable, not truncated, "
@@ -170,7 +171,7 @@ def _data_check(argv: list[str]) -> int:
         options["dataset"] = config.dataset
     options["num_workers"] = 0
     root = catalog.resolve(I2IDataModule(**options).dataset)  # options checked, dataset obtained if need be
-    layout = detect_layout(root)
+    layout = detect_layout(as_two_domain(root))  # a side-by-side folder is read as its split halves
     _check_mask_folders(layout)
     if options["mode"] == "auto" and layout.has_masks:
         options["mode"] = "mask"  # check the masks whenever the dataset has them: mask methods will read them

@@ -26,7 +26,7 @@ from PIL import Image
 
 from i2ibench import files
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: training files named per domain (the train split is not paired)
 
 
 def _load_photos() -> list[np.ndarray]:
@@ -134,17 +134,18 @@ class BuiltinSpec:
     default_size: int = 64
 
 
-def _write(folder: Path, images: list[np.ndarray], start: int = 0) -> None:
+def _write(folder: Path, images: list[np.ndarray], start: int = 0, prefix: str = "") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(images, start):
-        Image.fromarray(image).save(folder / f"{index:04d}.png")
+        Image.fromarray(image).save(folder / f"{prefix}{index:04d}.png")
 
 
 def make_photo_sketch(root: Path, size: int, rng: np.random.Generator,
                       n_train: int = 200, n_val: int = 20, n_test: int = 50) -> None:
     photos = _load_photos()
-    _write(root / "trainA", random_crops(photos, n_train, size, rng))
-    _write(root / "trainB", [pencil_sketch(c) for c in random_crops(photos, n_train, size, rng)])
+    # Unrelated crops per domain, named per domain: equal names would declare them pairs (paired mode).
+    _write(root / "trainA", random_crops(photos, n_train, size, rng), prefix="photo_")
+    _write(root / "trainB", [pencil_sketch(c) for c in random_crops(photos, n_train, size, rng)], prefix="sketch_")
     for split, count in (("val", n_val), ("test", n_test)):
         crops = random_crops(photos, count, size, rng)  # paired: a photo and its own sketch
         _write(root / f"{split}A", crops)

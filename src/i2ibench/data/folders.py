@@ -51,7 +51,8 @@ LAYOUT_HELP = (
     "expected one of these layouts:\n"
     "  two-domain:   trainA/ trainB/ testA/ testB/ (optional valA/ valB/)\n"
     "  mask:         the two-domain folders plus trainA_seg/ trainB_seg/ testA_seg/ testB_seg/\n"
-    "  multi-domain: train/<domain>/ test/<domain>/ (optional val/<domain>/), two or more domains"
+    "  multi-domain: train/<domain>/ test/<domain>/ (optional val/<domain>/), two or more domains\n"
+    "  side-by-side: train/*.jpg test/*.jpg (optional val/), A left | B right in one file (Pix2Pix datasets)"
 )
 
 
