@@ -85,7 +85,7 @@ def run_main(args: list[str], capsys, monkeypatch) -> tuple[int, str]:
     ("--data.batch_size", "0", "data.batch_size must be a positive integer, got 0; set --data.batch_size"),
     ("--data.eval_batch_size", "-1", "data.eval_batch_size must be a positive integer, got -1"),
     ("--data.load_size", "200", "data.load_size (200) is smaller than data.crop_size (256)"),
-    ("--data.mode", "masks", "data.mode: unknown value 'masks'; use one of auto, unaligned, multi-domain, mask"),
+    ("--data.mode", "masks", "data.mode: unknown value 'masks'; use one of auto, unaligned, paired, multi-domain, mask"),
     ("--data.preprocess", "scale", "data.preprocess: unknown value 'scale'"),
 ])
 def test_bad_data_options(option, value, expected, tmp_path, capsys, monkeypatch):

@@ -1,5 +1,6 @@
 """Paired translation: Pix2Pix (Isola, Zhu, Zhou, Efros, "Image-to-Image Translation with
-Conditional Adversarial Networks", CVPR 2017).
+Conditional Adversarial Networks", CVPR 2017) and SRAGAN (Wang 2021, "GAN translation from sketch
+to real image based on perceptual attention and latent space regularization", thesis).
 
 One generator (U-Net) translates the source image; a conditional PatchGAN judges the source and
 an image of the target domain concatenated along channels (real pair vs. translated pair); the
@@ -15,6 +16,11 @@ default here (`inference: as-training`), made repeatable: every image is transla
 own statistics, so no result depends on the evaluation batch size or on the other images), with
 dropout masks drawn from a generator seeded by (task, image index). `inference: eval` is the
 reference's `--eval` instead: running statistics, no dropout.
+
+SRAGAN is this training step with another generator (CBAM attention-residual blocks and an input
+shortcut, `nets/attention.py`) and one more generator term, an L1 perceptual loss between the
+translation and the ground truth (`lambda_perceptual`, 0 for Pix2Pix): configuration, not a module
+(`configs/methods/sragan.yaml`).
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import i2ibench.nets  # noqa: F401  (registers the generators and discriminators)
+import i2ibench.nets.attention  # noqa: F401  (registers SRAGAN's generator, attention-resnet)
 from i2ibench.data.folders import item_seed
 from i2ibench.errors import ConfigError
-from i2ibench.losses import GAN_MODES, discriminator_adversarial_loss, generator_adversarial_loss
+from i2ibench.losses import GAN_MODES, PerceptualLoss, discriminator_adversarial_loss, generator_adversarial_loss
 from i2ibench.methods.base import TranslationModule, set_requires_grad
 from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch, epoch_schedule_lines
 from i2ibench.methods.schedules import linear_decay
@@ -39,6 +46,9 @@ INFERENCE_MODES = ("as-training", "eval")
 DIRECTIONS = ("A2B", "B2A")
 
 
+@register_method("sragan", dataset_mode="paired",
+                 description="SRAGAN (Wang 2021): CBAM attention-residual G with an input shortcut, conditional "
+                             "PatchGAN, GAN + L1 + perceptual L1, paired data")
 @register_method("pix2pix", dataset_mode="paired",
                  description="Pix2Pix (Isola et al. 2017): U-Net G with dropout, conditional 70x70 PatchGAN, "
                              "vanilla GAN + L1 x 100, paired data")
@@ -57,6 +67,11 @@ class Pix2Pix(TranslationModule):
         n_epochs, n_epochs_decay: epochs at constant lr, then epochs of linear decay to zero.
         direction: `A2B` or `B2A` (the reference's --direction AtoB / BtoA); the one task evaluated.
         inference: `as-training` (dropout on, per-image batch statistics: the paper) or `eval`.
+        lambda_perceptual: weight of an L1 perceptual loss between the translation and the ground
+            truth (0: none, Pix2Pix; SRAGAN uses one).
+        perceptual_network: `vgg16` (ImageNet, downloaded) or `inception` (the metrics' TF-FID
+            Inception, works offline); named in every run record through the config.
+        perceptual_weights: Inception weights for `inception` (default: as the metrics resolve them).
     """
 
     dataset_mode = "paired"
@@ -65,13 +80,16 @@ class Pix2Pix(TranslationModule):
                  discriminator: str = "patch", discriminator_args: dict[str, Any] | None = None,
                  gan_mode: str = "vanilla", lambda_L1: float = 100.0, lr: float = 2e-4, beta1: float = 0.5,
                  beta2: float = 0.999, n_epochs: int = 100, n_epochs_decay: int = 100, direction: str = "A2B",
-                 inference: str = "as-training") -> None:
+                 inference: str = "as-training", lambda_perceptual: float = 0.0,
+                 perceptual_network: str = "vgg16", perceptual_weights: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         for option, value, choices in (("gan_mode", gan_mode, GAN_MODES), ("direction", direction, DIRECTIONS),
                                        ("inference", inference, INFERENCE_MODES)):
             if value not in choices:
                 raise ConfigError(f"model.init_args.{option}: unknown value {value!r}; use one of {', '.join(choices)}")
+        # Built first, so a network whose weights cannot be had fails before anything else.
+        self.perceptual = PerceptualLoss(perceptual_network, perceptual_weights) if lambda_perceptual > 0 else None
         self.gen = GENERATORS.get(generator)(**(generator_args or {}))
         conditional = {"in_channels": 6, "norm": "batch", **(discriminator_args or {})}  # sees source + image
         self.disc = DISCRIMINATORS.get(discriminator)(**conditional)
@@ -97,7 +115,9 @@ class Pix2Pix(TranslationModule):
         set_requires_grad((self.disc,), False)
         losses = {"gen_adv": generator_adversarial_loss(self.disc(torch.cat([real_src, fake_trg], 1)), hp.gan_mode),
                   "gen_l1": F.l1_loss(fake_trg, real_trg) * hp.lambda_L1}
-        g_total = losses["gen_adv"] + losses["gen_l1"]
+        if self.perceptual is not None:
+            losses["gen_perceptual"] = self.perceptual(fake_trg, real_trg) * hp.lambda_perceptual
+        g_total = torch.stack(list(losses.values())).sum()
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_total)
         opt_g.step()
@@ -118,13 +138,17 @@ class Pix2Pix(TranslationModule):
             self.batch_split = apply_global_batch(self, per_sample_recipe=True)
 
     def check_image_size(self) -> None:
-        """A U-Net halves the image num_downs times: refuse a crop size it cannot take, before training."""
+        """A U-Net halves the image num_downs times (the attention-residual generator twice, and adds its
+        input to its output): refuse a crop size the generator cannot take, before training."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         multiple = getattr(self.gen, "size_multiple", None)
         size = getattr(getattr(datamodule, "eval_transform", None), "crop_size", None)
         if multiple is None or size is None or size % multiple == 0:
             return
-        downs = self.gen.num_downs
+        downs = getattr(self.gen, "num_downs", None)
+        if downs is None:  # a generator of fixed depth: only the crop size can change
+            raise ConfigError(f"data.crop_size {size} does not fit generator {self.hparams.generator!r}: image sides "
+                              f"must be multiples of {multiple}; use a crop size that is a multiple of {multiple}")
         fits = max(5, size.bit_length() - 1) if size & (size - 1) == 0 else None
         hint = (f"set model.init_args.generator_args.num_downs to {fits}" if fits is not None
                 else f"use a crop size that is a multiple of {multiple}")
@@ -146,7 +170,9 @@ class Pix2Pix(TranslationModule):
         lines = epoch_schedule_lines(self.trainer, self.batch_split, hp.n_epochs, hp.n_epochs_decay, rates)
         inference = ("as in training (dropout, per-image batch statistics)" if hp.inference == "as-training"
                      else "in eval mode (running statistics, no dropout)")
-        lines.append(f"{hp.direction} on aligned pairs: {hp.gan_mode} GAN + L1 x {hp.lambda_L1:g}; "
+        perceptual = (f" + perceptual L1 ({hp.perceptual_network}) x {hp.lambda_perceptual:g}"
+                      if self.perceptual is not None else "")
+        lines.append(f"{hp.direction} on aligned pairs: {hp.gan_mode} GAN + L1 x {hp.lambda_L1:g}{perceptual}; "
                      f"evaluated {inference}")
         announce(self.trainer, type(self).__name__, lines, self.batch_split)
 
