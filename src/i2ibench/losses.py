@@ -12,21 +12,26 @@ from i2ibench.errors import ConfigError
 from i2ibench.ssim import ssim_per_image
 
 GAN_MODES = ("lsgan", "vanilla", "hinge")
+# Wasserstein critics (Arjovsky et al. 2017): their critic step also needs a Lipschitz constraint,
+# either a gradient penalty (`gradient_penalty`) or weight clipping (`clip_weights_`), so only
+# methods whose step applies one accept these (DualGAN); GAN_MODES stays the plain choices.
+WGAN_MODES = ("wgan-gp", "wgan-clip")
 
 
 def generator_adversarial_loss(fake_logits: Tensor, mode: str) -> Tensor:
     """The generator's loss for discriminator outputs on its fakes.
 
     lsgan: Mao et al. 2017, MSE to 1 (CycleGAN's default); vanilla: non-saturating BCE with
-    logits (Goodfellow et al. 2014); hinge: -D(G(x)) (Lim & Ye 2017, Miyato et al. 2018).
+    logits (Goodfellow et al. 2014); hinge and the Wasserstein modes: -D(G(x)) (Lim & Ye 2017,
+    Miyato et al. 2018; Arjovsky et al. 2017).
     """
     if mode == "lsgan":
         return F.mse_loss(fake_logits, torch.ones_like(fake_logits))
     if mode == "vanilla":
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-    if mode == "hinge":
+    if mode == "hinge" or mode in WGAN_MODES:
         return -fake_logits.mean()
-    raise ValueError(f"unknown GAN loss {mode!r}; use one of {GAN_MODES}")
+    raise ValueError(f"unknown GAN loss {mode!r}; use one of {GAN_MODES + WGAN_MODES}")
 
 
 def discriminator_adversarial_loss(real_logits: Tensor, fake_logits: Tensor, mode: str) -> Tensor:
@@ -43,6 +48,43 @@ def discriminator_adversarial_loss(real_logits: Tensor, fake_logits: Tensor, mod
     else:
         raise ValueError(f"unknown GAN loss {mode!r}; use one of {GAN_MODES}")
     return 0.5 * (real + fake)
+
+
+def wasserstein_critic_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """The WGAN critic's loss E[D(fake)] - E[D(real)] (Arjovsky et al. 2017), not halved.
+
+    Its Lipschitz constraint is applied separately (`gradient_penalty` or `clip_weights_`).
+    """
+    return fake_logits.mean() - real_logits.mean()
+
+
+def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, epsilon: Tensor | None = None) -> Tensor:
+    """WGAN-GP's penalty (Gulrajani et al. 2017): mean over samples of (||grad_x D(x_hat)||_2 - 1)^2.
+
+    x_hat = real + epsilon * (fake - real), epsilon ~ U[0, 1) per sample (drawn from the global
+    RNG unless given, shape N x 1 x 1 x 1). The norm is sqrt(1e-8 + sum of squares) over each
+    sample's pixels, as duxingren14/DualGAN model.py computes it (the 1e-8 keeps the gradient of
+    the norm finite at 0). The graph is kept, so the penalty trains the critic's parameters.
+    """
+    if epsilon is None:
+        epsilon = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    fake = fake.detach()
+    interpolated = (real.detach() + epsilon * (fake - real.detach())).requires_grad_(True)
+    scores = critic(interpolated)
+    (grad,) = torch.autograd.grad(scores.sum(), interpolated, create_graph=True)
+    slopes = torch.sqrt(1e-8 + grad.flatten(1).pow(2).sum(1))
+    return (slopes - 1.0).pow(2).mean()
+
+
+@torch.no_grad()
+def clip_weights_(module: nn.Module, clip_value: float) -> None:
+    """Clamp every parameter of `module` to [-clip_value, clip_value] in place (WGAN's weight clipping).
+
+    Every parameter, norm scales and biases included, as the WGAN and DualGAN references clip all
+    critic variables.
+    """
+    for param in module.parameters():
+        param.clamp_(-clip_value, clip_value)
 
 
 def ssim_loss(reconstructed: Tensor, real: Tensor) -> Tensor:

@@ -3,4 +3,4 @@
 Importing this package registers every generator and discriminator by name.
 """
 
-from i2ibench.nets import attention, bicyclegan, cut, densenet, inception_blocks, patchgan, resnet, unet  # noqa: F401
+from i2ibench.nets import attention, bicyclegan, cut, densenet, dualgan, inception_blocks, patchgan, resnet, unet  # noqa: F401
