@@ -113,3 +113,84 @@ def test_a_method_with_a_failed_seed_shows_the_reason_and_no_numbers(tmp_path):
     assert results["failed"] == {"cyclegan": {"2": reason}, "instagan": {"0": "killed by signal 9"}}
     assert "cyclegan" not in results["summary"]["last"]["A2B"]
     assert len([r for r in results["records"] if r["method"] == "cyclegan"]) == 2  # raw records are kept
+
+
+def reference_record(kind: str, fid: float, ssim: float | None, card: dict | None = None) -> dict:
+    """A reference row's record as `bench.reference_rows` writes it (selection `reference`, a `reference` entry)."""
+    metrics = {"n_real": 5, "n_fake": 5, "fid": fid, "kid_mean": fid / 1000, "is_mean": None}
+    unavailable = {"is": "no classifier"}
+    if ssim is None:
+        unavailable.update({"ssim_gt": "undefined for real-target: no correspondence"})
+    else:
+        metrics.update({"ssim_gt": ssim, "psnr_gt": 12.0, "lpips_gt": None})
+    return {"schema": "i2ibench.eval/1", "dataset": {"name": "toy", "split": "test"}, "method": kind, "seed": None,
+            "epoch": None, "step": None, "checkpoint": {"selection": "reference", "path": None},
+            "protocol": card or CARD, "metrics": {"A2B": metrics}, "unavailable": {"A2B": unavailable},
+            "reference": {"kind": kind, "what": f"what {kind} is", "tasks": {"A2B": {"n_fake": 5}}}}
+
+
+def write_references(root: Path, records: list[dict]) -> list[Path]:
+    folders = []
+    for i, r in enumerate(records):
+        folder = root / f"key{i}"
+        files.write_json(folder / "eval" / f"test-{r['method']}.json", r)
+        folders.append(folder)
+    return folders
+
+
+def table_rows(table: str, start: str) -> list[str]:
+    return [line for line in table.splitlines() if line.startswith(start)]
+
+
+def test_reference_rows_are_in_every_table_in_italics_and_never_ranked(tmp_path):
+    # The references beat every method on FID (real-target) and on SSIM(gt) (copy-input): still no bold for them,
+    # and the methods' best values stay bold.
+    runs = write_runs(tmp_path / "runs", [record("cyclegan", 0, 50.0, 0.40), record("ssim-lsgan", 0, 60.0, 0.50),
+                                          record("cyclegan", 0, 48.0, 0.41, selection="best-on-validation")])
+    refs = write_references(tmp_path / "ref", [reference_record("copy-input", 120.0, 0.90),
+                                               reference_record("real-target", 5.0, None)])
+    out = tmp_path / "out"
+    report.write_results(out, runs, {}, {}, refs)
+    table = (out / "results.md").read_text()
+    for selection in ("last", "best-on-validation"):
+        section = table.split(f"## A2B — {selection} checkpoint")[1].split("##")[0]
+        copy_row = table_rows(section.strip(), "| *copy-input* (reference) |")
+        real_row = table_rows(section.strip(), "| *real-target* (reference) |")
+        assert len(copy_row) == 1 and len(real_row) == 1, section
+        assert "**" not in copy_row[0] + real_row[0]  # never bold
+        assert "*120*" in copy_row[0] and "*0.9*" in copy_row[0] and "*5*" in real_row[0]
+        assert "*n/a*" in real_row[0]  # SSIM(gt) has no meaning for real-target
+    last = table.split("## A2B — last checkpoint")[1].split("##")[0]
+    assert "**50**" in table_rows(last.strip(), "| cyclegan |")[0]  # best FID among the methods, not 5
+    assert "**0.5**" in table_rows(last.strip(), "| ssim-lsgan |")[0]  # best SSIM among the methods, not 0.9
+    assert "## Reference rows" in table and "undefined for real-target" in table
+    assert "undefined for real-target" not in table.split("## Unavailable metrics")[1].split("##")[0]
+    results = json.loads((out / "results.json").read_text())
+    assert results["summary"]["reference"]["A2B"]["real-target"]["fid"]["mean"] == 5.0
+    assert "copy-input" not in results["summary"]["last"]["A2B"]  # not a method: never in a ranked summary
+    assert any(r["method"] == "copy-input" for r in results["records"])
+    assert "copy-input" in (out / "results.csv").read_text()
+
+
+def test_reference_rows_under_several_cards_are_named_by_size_and_marked(tmp_path):
+    # The paper protocol: each method at its own image size; one pair of reference rows per card.
+    big = {**CARD, "image_size": 128}
+    runs = write_runs(tmp_path / "runs", [record("cyclegan", 0, 50.0, 0.4), record("cut", 0, 55.0, 0.4),
+                                          record("ssim-lsgan", 0, 60.0, 0.5, card=big)])
+    refs = write_references(tmp_path / "ref", [reference_record("copy-input", 120.0, 0.9),
+                                               reference_record("copy-input", 110.0, 0.8, card=big)])
+    out = tmp_path / "out"
+    report.write_results(out, runs, {}, {}, refs)
+    table = (out / "results.md").read_text()
+    assert len(table_rows(table, "| *copy-input [64 px]* (reference) |")) == 1  # the common card: unmarked
+    assert len(table_rows(table, "| *copy-input [128 px]* (reference) † |")) == 1
+    assert "| ssim-lsgan † |" in table
+    assert "- image_size: 64" in table  # the methods' majority card stays the table's card
+
+
+def test_a_reference_failure_is_reported_and_the_tables_still_written(tmp_path):
+    runs = write_runs(tmp_path / "runs", [record("cyclegan", 0, 50.0, 0.4)])
+    report.write_results(tmp_path / "out", runs, {}, {}, [], "DataError: trainB is empty")
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "reference rows could not be computed: DataError: trainB is empty" in table
+    assert "| cyclegan |" in table

@@ -80,6 +80,10 @@ def test_bench_survives_a_kill_resumes_and_skips_finished_runs(tmp_path, builtin
     out = tmp_path / "results" / "toyset" / "tiny"
     table = (out / "results.md").read_text()
     assert "| cyclegan |" in table and "FID ↓" in table and "SSIM(gt) ↑" in table
+    # The reference rows, under the runs' own protocol card (no †), computed on the first attempt
+    assert "| *copy-input* (reference) |" in table and "| *real-target* (reference) |" in table
+    reference_records = sorted((tmp_path / "runs" / "toyset" / "tiny" / "_reference").glob("*/eval/*.json"))
+    assert [p.name for p in reference_records] == ["test-copy-input.json", "test-real-target.json"]
     assert "last checkpoint" in table and "best-on-validation checkpoint" in table
     assert (out / "samples.png").is_file() and (out / "plots" / "fid.png").is_file()
     assert "wandb sync" in second.stdout
@@ -92,6 +96,7 @@ def test_bench_survives_a_kill_resumes_and_skips_finished_runs(tmp_path, builtin
     third = subprocess.run(bench_command(tmp_path, data, protocol), cwd=tmp_path, env=env, capture_output=True,
                            text=True, timeout=300)
     assert third.returncode == 0 and "done earlier, skipped" in third.stdout
+    assert "reference rows: done earlier, skipped" in third.stdout
     assert sorted((run_root / "eval").iterdir()) == records_before
 
 

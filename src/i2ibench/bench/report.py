@@ -1,5 +1,10 @@
 """Result tables from evaluation records (and nothing else): Markdown, CSV, JSON, samples, plots.
 
+Reference rows (`copy-input`, `real-target`; see `bench.reference_rows`) are records like the
+others, with checkpoint selection `reference`: they appear in every task table of every
+checkpoint selection, in italics and tagged "(reference)", and are never bold: the best value
+of a column is chosen among the methods only. Their card is checked like a method's (†).
+
 Failed runs (`failed`: row name -> {seed: reason}, from the runner) show no numbers: their
 reason is listed above the tables, and a row with any failed seed reads "failed" in every cell,
 because a mean over only the seeds that survived would favour the unstable. Their records (from
@@ -30,6 +35,7 @@ COLUMNS = [
     ("lpips_background", "LPIPS(bg)", "lower", 1), ("lpips_diversity", "LPIPS div.", "higher", 1),
 ]
 SELECTIONS = ("last", "best-on-validation")
+REFERENCE = "reference"  # the checkpoint selection of reference rows (and their key in the summary)
 ARROW = {"lower": "↓", "higher": "↑"}
 CARD_NOTES = ("lpips",)  # card entries that only describe availability, not the protocol of a number
 
@@ -50,16 +56,40 @@ def as_number(value: Any) -> float | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def summarize(records: list[dict], exclude: Iterable[str] = ()) -> dict:
+def is_reference(record: dict) -> bool:
+    return record["checkpoint"]["selection"] == REFERENCE
+
+
+def reference_labels(records: list[dict]) -> list[dict]:
+    """Reference records named for their table row: the kind, plus the image size (or a number) when
+    the bench evaluated under several protocol cards (e.g. each method at its paper's size)."""
+    records = [r for r in records if is_reference(r)]
+    cards: dict[str, list[str]] = defaultdict(list)
+    for record in records:
+        if card_key(record) not in cards[record["method"]]:
+            cards[record["method"]].append(card_key(record))
+    labelled = []
+    for record in records:
+        keys = cards[record["method"]]
+        label = record["method"]
+        if len(keys) > 1:
+            sizes = [json.loads(k).get("image_size") for k in keys]
+            size = record["protocol"].get("image_size")
+            label += f" [{size} px]" if sizes.count(size) == 1 else f" [card {keys.index(card_key(record)) + 1}]"
+        labelled.append({**record, "method": label})
+    return labelled
+
+
+def summarize(records: list[dict], exclude: Iterable[str] = (), selections: Iterable[str] = SELECTIONS) -> dict:
     """{selection: {task: {method: {metric: {mean, std, n}}}}} over seeds, from test records.
 
     Methods in `exclude` (those with a failed run) get no summary: no mean over survivors.
     """
-    exclude = set(exclude)
+    exclude, selections = set(exclude), tuple(selections)
     values: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
     for record in records:
         selection = record["checkpoint"]["selection"]
-        if selection not in SELECTIONS or record["method"] in exclude:
+        if selection not in selections or record["method"] in exclude:
             continue
         for task, metrics in record["metrics"].items():
             for name, value in metrics.items():
@@ -111,16 +141,24 @@ def best_methods(methods: dict, key: str, direction: str) -> set[str]:
 
 
 def markdown(dataset: str, protocol: str, records: list[dict], summary: dict, skipped: dict[str, str],
-             failed: dict[str, dict[int, str]]) -> str:
-    cards = protocol_cards(records)
-    reference = max(set(map(card_key, [r for r in records if r["checkpoint"]["selection"] in SELECTIONS])),
-                    key=[card_key(r) for r in records].count, default=None)
-    differs = {m for m, card in cards.items() if card_key({"protocol": card}) != reference}
+             failed: dict[str, dict[int, str]], reference_failure: str | None = None) -> str:
+    tests = [r for r in records if r["checkpoint"]["selection"] in SELECTIONS]
+    references = [r for r in records if is_reference(r)]
+    cards = {**protocol_cards(tests), **{r["method"]: r["protocol"] for r in references}}
+    # The common card is the methods' most frequent one; reference rows follow it, they do not set it.
+    counted = [card_key(r) for r in (tests or references)]
+    majority = max(set(counted), key=counted.count, default=None)
+    differs = {m for m, card in cards.items() if card_key({"protocol": card}) != majority}
     seeds = sorted({r["seed"] for r in records if r["seed"] is not None})
     lines = [f"# {dataset} — {protocol} protocol", "",
              f"Mean ± std over seeds {seeds} (± only with 2+ seeds). ↓ lower is better, ↑ higher is better; "
-             "the best value of each column is in **bold**. Test split; rows marked † were measured under a "
-             "different protocol card (see below) and are not comparable with the others.", ""]
+             "the best value of each column among the methods is in **bold**. Test split; rows marked † were "
+             "measured under a different protocol card (see below) and are not comparable with the others.", ""]
+    if references or reference_failure:
+        lines += ["Rows in *italics* tagged (reference) are not methods and are never ranked: *copy-input* scores "
+                  "the source images as their own translations (the number a method must beat), *real-target* "
+                  "scores held-out real target-domain images (the best score reachable at that N); see "
+                  "\"Reference rows\" below.", ""]
     if failed:
         lines += ["## Failed runs", "",
                   "These runs stopped before their test evaluation; they have no numbers in the tables below "
@@ -133,14 +171,15 @@ def markdown(dataset: str, protocol: str, records: list[dict], summary: dict, sk
     for record in records:
         for task in record["metrics"]:
             tested[(record["checkpoint"]["selection"], task)].add(record["method"])
-    unavailable = unavailable_reasons(records)
+    unavailable = unavailable_reasons(tests)
+    reference_rows = summary.get(REFERENCE, {})
     for selection in SELECTIONS:
         for task, methods in sorted(summary.get(selection, {}).items()):
             columns = [c for c in COLUMNS if any(c[0] in v for v in methods.values()) or c[0] in unavailable]
             lines += [f"## {task} — {selection} checkpoint", "",
                       "| method | " + " | ".join(f"{title} {ARROW[d]}" for _, title, d, _ in columns) + " |",
                       "|---|" + "---|" * len(columns)]
-            best = {key: best_methods(methods, key, d) for key, _, d, _ in columns}
+            best = {key: best_methods(methods, key, d) for key, _, d, _ in columns}  # methods only
             failed_here = tested[(selection, task)] & set(failed)  # `methods` (the summary) holds no failed one
             for method in sorted(set(methods) | failed_here):
                 if method in failed_here:
@@ -152,6 +191,10 @@ def markdown(dataset: str, protocol: str, records: list[dict], summary: dict, sk
                     cells.append(f"**{cell}**" if method in best[key] and len(methods) > 1 else cell)
                 mark = " †" if method in differs else ""
                 lines.append(f"| {method}{mark} | " + " | ".join(cells) + " |")
+            for label, values in sorted(reference_rows.get(task, {}).items()):
+                cells = [f"*{format_cell(values.get(key), scale)}*" for key, _, _, scale in columns]
+                mark = " †" if label in differs else ""
+                lines.append(f"| *{label}* (reference){mark} | " + " | ".join(cells) + " |")
             lines.append("")
     if skipped:
         lines += ["## Not run", "", "| method | reason |", "|---|---|"]
@@ -161,13 +204,38 @@ def markdown(dataset: str, protocol: str, records: list[dict], summary: dict, sk
         lines += ["## Unavailable metrics", ""]
         lines += [f"- **{name}**: {reason}" for name, reason in sorted(unavailable.items())]
         lines.append("")
+    if references or reference_failure:
+        lines += reference_section(references, reference_failure, set(unavailable.values()))
     lines += ["## Protocol card", ""]
-    if reference:
-        lines += [f"- {k}: {v}" for k, v in json.loads(reference).items()]
+    if majority:
+        lines += [f"- {k}: {v}" for k, v in json.loads(majority).items()]
     for method in sorted(differs):
-        diff = {k: v for k, v in cards[method].items() if json.loads(reference or "{}").get(k) != v and k not in CARD_NOTES}
+        diff = {k: v for k, v in cards[method].items() if json.loads(majority or "{}").get(k) != v and k not in CARD_NOTES}
         lines.append(f"- † {method} differs: {json.dumps(diff)}")
     return "\n".join(lines) + "\n"
+
+
+def reference_section(references: list[dict], failure: str | None, said: set[str] = frozenset()) -> list[str]:
+    """What each reference row is, which images it scored per task, and why some of its metrics are
+    missing (reasons already given for the methods, in `said`, are not repeated)."""
+    lines = ["## Reference rows", ""]
+    if failure:
+        lines += [f"- the reference rows could not be computed: {cell_text(failure)}"]
+    for record in sorted(references, key=lambda r: r["method"]):
+        info = record.get("reference", {})
+        lines.append(f"- *{record['method']}*: {info.get('what', '')}")
+        for task, note in sorted(info.get("tasks", {}).items()):
+            if task in record["metrics"] or "reason" in note:
+                text = note.get("reason") or ", ".join(f"{k} {v}" for k, v in note.items())
+                lines.append(f"  - {task}: {cell_text(text)}")
+        reasons = {}
+        for task_reasons in record.get("unavailable", {}).values():
+            for name, reason in task_reasons.items():
+                if reason not in said:
+                    reasons.setdefault(reason, []).append(name)
+        for reason, names in reasons.items():
+            lines.append(f"  - unavailable ({', '.join(sorted(set(names)))}): {cell_text(reason)}")
+    return lines + [""]
 
 
 def cell_text(text: str) -> str:
@@ -269,16 +337,23 @@ def write_plots(out: Path, records: list[dict]) -> list[Path]:
 
 
 def write_results(out: Path, run_roots: list[Path], skipped: dict[str, str],
-                  failed: dict[str, dict[int, str]]) -> None:
-    records = load_records(run_roots)
+                  failed: dict[str, dict[int, str]], reference_roots: Iterable[Path] = (),
+                  reference_failure: str | None = None) -> None:
+    """results.md / .csv / .json, samples.png and plots/ from the runs' records and the reference rows'."""
+    references = reference_labels(load_records(reference_roots))
+    records = load_records(run_roots) + references
     tests = [r for r in records if r["checkpoint"]["selection"] in SELECTIONS]
-    dataset = tests[0]["dataset"]["name"] if tests else out.parent.name
+    dataset = (tests or references)[0]["dataset"]["name"] if (tests or references) else out.parent.name
     summary = summarize(records, exclude=failed)
-    files.write_text(out / "results.md", markdown(dataset, out.name, records, summary, skipped, failed))
+    if references:
+        summary.update(summarize(references, selections=(REFERENCE,)))
+    files.write_text(out / "results.md", markdown(dataset, out.name, records, summary, skipped, failed,
+                                                  reference_failure))
     files.write_text(out / "results.csv", csv_text(records))
     files.write_json(out / "results.json", {"dataset": dataset, "protocol": out.name, "skipped": skipped,
                                             "failed": {m: {str(seed): reason for seed, reason in by_seed.items()}
                                                        for m, by_seed in failed.items()},
+                                            "reference_failure": reference_failure,
                                             "summary": summary,
                                             "records": [{k: v for k, v in r.items() if k != "_file"} for r in records]})
     write_samples(out, run_roots)

@@ -6,6 +6,10 @@ in `runs/<dataset>/<protocol>/<method>/seed<k>/`; a finished run has `done.json`
 skipped, an interrupted one resumes from its last checkpoint. Tables are written by
 `bench.report` from the evaluation records alone.
 
+Before the runs, the reference rows `copy-input` and `real-target` (see `bench.reference_rows`)
+are computed once per dataset and evaluation configuration, in their own process, under
+`runs/<dataset>/<protocol>/_reference/`; a rerun finds them and skips them like finished runs.
+
 A run that fails (a non-finite loss, bad input, a crash, a kill) does not stop the bench: its
 reason, read from the `failed.json` that `run_one` writes, goes into the tables in place of its
 numbers, the other runs go on, the tables are written, and the bench exits with status 1.
@@ -24,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from i2ibench.bench import report
+from i2ibench.bench import reference_rows, report
 from i2ibench.bench.run_one import DONE, FAILED
 from i2ibench.data import catalog
 from i2ibench.data.folders import Layout, detect_layout
@@ -129,7 +133,8 @@ def bench(dataset: str, protocol_name: str = "smoke", methods: list[str] | None 
     protocol = load_protocol(protocol_name)
     layout, runs, skipped = plan(dataset, protocol, methods, seeds, runs_dir)
     out = results_dir / dataset_label(dataset) / protocol["protocol"]
-    return execute(runs, dataset, protocol, layout, extra or [], out, skipped)
+    references = runs_dir / dataset_label(dataset) / protocol["protocol"] / reference_rows.FOLDER
+    return execute(runs, dataset, protocol, layout, extra or [], out, skipped, reference_dir=references)
 
 
 def ablate(path: Path, dataset: str | None = None, protocol_name: str | None = None, seeds: list[int] | None = None,
@@ -153,16 +158,33 @@ def ablate(path: Path, dataset: str | None = None, protocol_name: str | None = N
             for value in sweep["values"] for seed in (seeds or sweep.get("seeds") or protocol["seeds"])]
     group = f"{name}/{dataset_label(dataset)}/{protocol['protocol']}"
     out = results_dir / dataset_label(dataset) / name
-    return execute(runs, dataset, protocol, layout, extra or [], out, {}, group)
+    references = runs_dir / dataset_label(dataset) / protocol["protocol"] / reference_rows.FOLDER
+    return execute(runs, dataset, protocol, layout, extra or [], out, {}, group, references)
+
+
+def reference_arguments(runs: list[Run], dataset: str, protocol: dict, layout: Layout, extra: list[str],
+                        group: str | None = None) -> list[list[str]]:
+    """The LightningCLI arguments of one run per table row: what the reference rows are evaluated like."""
+    first = {}
+    for run in runs:
+        first.setdefault(run.name, run)
+    return [run_arguments(run, dataset, protocol, layout, extra, group) for run in first.values()]
 
 
 def execute(runs: list[Run], dataset: str, protocol: dict, layout: Layout, extra: list[str], out: Path,
-            skipped: dict[str, str], group: str | None = None) -> int:
-    """Run what is not done yet (each in its own process), then write the result tables.
+            skipped: dict[str, str], group: str | None = None, reference_dir: Path | None = None) -> int:
+    """Compute the reference rows (once), run what is not done yet (each in its own process), then
+    write the result tables.
 
-    Returns 1 when a run failed (its row in the tables says why), else 0.
+    Returns 1 when a run or the reference rows failed (the tables say why), else 0.
     """
     failed: dict[str, dict[int, str]] = {}  # row name -> {seed: reason}
+    reference_roots, reference_failure = [], None
+    if reference_dir is not None and runs:
+        reference_roots, reference_failure = reference_rows.ensure(
+            reference_arguments(runs, dataset, protocol, layout, extra, group), reference_dir)
+        if reference_failure:
+            print(f"reference rows failed: {reference_failure}", flush=True)
     for i, run in enumerate(runs, 1):
         label = f"[{i}/{len(runs)}] {run.name} seed {run.seed}"
         if run.done:
@@ -182,7 +204,7 @@ def execute(runs: list[Run], dataset: str, protocol: dict, layout: Layout, extra
             print(f"{label}: failed after {elapsed}: {reason}", flush=True)
         else:
             print(f"{label}: finished in {elapsed}", flush=True)
-    report.write_results(out, [run.root for run in runs], skipped, failed)
+    report.write_results(out, [run.root for run in runs], skipped, failed, reference_roots, reference_failure)
     print(f"\nresults: {out}/results.md")
     if failed:
         count = sum(len(seeds) for seeds in failed.values())
@@ -190,4 +212,4 @@ def execute(runs: list[Run], dataset: str, protocol: dict, layout: Layout, extra
     wandb_runs = sorted({str(p.parent) for run in runs for p in (run.root / "wandb").glob("offline-run-*/run-*.wandb")})
     if wandb_runs:
         print("upload the W&B runs later with:\n  wandb sync " + " ".join(wandb_runs))
-    return 1 if failed else 0
+    return 1 if failed or reference_failure else 0
