@@ -109,3 +109,20 @@ def test_methods_that_do_not_fit_the_dataset_are_skipped_with_a_reason(tmp_path,
     mask_method = MethodSpec("mask-method", object, "needs masks", "x.yaml", dataset_mode="mask")
     assert "masks" in not_applicable(mask_method, layout)
     assert not_applicable(MethodSpec("c", object, "", "c.yaml"), layout) is None
+
+
+def test_a_paired_method_is_skipped_on_unpaired_training_data_and_runs_on_pairs(tmp_path, builtin_root):
+    import shutil
+
+    from i2ibench.bench.runner import not_applicable
+    from i2ibench.data.folders import detect_layout
+    from i2ibench.registry import MethodSpec
+
+    paired_method = MethodSpec("p", object, "", "p.yaml", dataset_mode="paired")
+    reason = not_applicable(paired_method, detect_layout(builtin_root))  # train crops named per domain
+    assert "needs paired training data" in reason and "photo_0000" in reason
+    paired = tmp_path / "paired"
+    for split in ("train", "test"):
+        for domain in ("A", "B"):  # the built-in test split is paired: same names, a photo and its sketch
+            shutil.copytree(builtin_root / f"test{domain}", paired / f"{split}{domain}")
+    assert not_applicable(paired_method, detect_layout(paired)) is None

@@ -16,7 +16,7 @@ from conftest import tiny_datamodule
 def same_content_folder(root: Path, builtin_root: Path, count: int = 6) -> Path:
     """trainA/ and trainB/ holding byte-identical files under the same names (and a paired test split):
     any aligned batch must then have A == B pixel for pixel, and any unaligned one need not."""
-    sources = sorted((builtin_root / "trainA").iterdir())[:count]
+    sources = sorted((builtin_root / "testA").iterdir())[:count]  # named 0000.png, ... (not per domain)
     for split in ("train", "test"):
         for domain in ("A", "B"):
             (root / f"{split}{domain}").mkdir(parents=True)
@@ -138,7 +138,7 @@ def test_a_paired_method_on_unpaired_folders_is_refused_naming_them(builtin_root
     for split in ("train", "test"):
         for domain, prefix in (("A", "photo"), ("B", "sketch")):
             (root / f"{split}{domain}").mkdir(parents=True)
-            for path in sorted((builtin_root / f"train{domain}").iterdir())[:3]:
+            for path in sorted((builtin_root / f"test{domain}").iterdir())[:3]:
                 shutil.copy(path, root / f"{split}{domain}" / f"{prefix}_{path.name}")
     with pytest.raises(DataError) as error:
         tiny_datamodule(root, mode="paired").setup("fit")

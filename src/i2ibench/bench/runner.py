@@ -31,7 +31,8 @@ import yaml
 from i2ibench.bench import reference_rows, report
 from i2ibench.bench.run_one import DONE, FAILED
 from i2ibench.data import catalog
-from i2ibench.data.folders import Layout, detect_layout
+from i2ibench.data.folders import Layout, detect_layout, split_images
+from i2ibench.data.paired import as_two_domain, unpaired_reason
 from i2ibench.registry import CONFIG_DIR, METHODS, MethodSpec, load_all
 
 
@@ -77,6 +78,11 @@ def not_applicable(spec: MethodSpec, layout: Layout) -> str | None:
         return "needs instance masks (trainA_seg/ ...); this dataset has none"
     if spec.dataset_mode == "two-domain" and len(layout.domains) != 2:
         return f"translates between two domains; this dataset has {len(layout.domains)}"
+    if spec.dataset_mode == "paired":
+        if len(layout.domains) != 2:
+            return f"needs paired two-domain data; this dataset has {len(layout.domains)} domains"
+        if reason := unpaired_reason(*split_images(layout, "train").values()):
+            return f"needs paired training data (trainA/ trainB/ with the same file names): {reason}"
     return None
 
 
@@ -113,7 +119,7 @@ def run_arguments(run: Run, dataset: str, protocol: dict, layout: Layout, extra:
 def plan(dataset: str, protocol: dict, methods: list[str] | None, seeds: list[int] | None,
          runs_dir: Path) -> tuple[Layout, list[Run], dict[str, str]]:
     load_all()
-    layout = detect_layout(catalog.resolve(dataset))
+    layout = detect_layout(as_two_domain(catalog.resolve(dataset)))  # side-by-side: its split halves
     names = methods or METHODS.names()
     skipped = {}
     runs = []
@@ -146,7 +152,7 @@ def ablate(path: Path, dataset: str | None = None, protocol_name: str | None = N
     dataset = dataset or sweep.get("dataset", "builtin")
     protocol = load_protocol(protocol_name or sweep.get("protocol", "smoke"))
     protocol = {**protocol, "args": {**protocol.get("args", {}), **sweep.get("args", {})}}
-    layout = detect_layout(catalog.resolve(dataset))
+    layout = detect_layout(as_two_domain(catalog.resolve(dataset)))  # side-by-side: its split halves
     spec = METHODS.get(sweep["method"])
     name = f"ablation-{sweep['ablation']}"
     base = runs_dir / dataset_label(dataset) / protocol["protocol"] / name
