@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import queue
+import threading
 from collections import Counter
 from pathlib import Path
+from typing import Iterable, Iterator, TypeVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -53,6 +56,53 @@ class FolderImages(Dataset):
         for role, paths in self.references.items():
             item[role] = self._load(paths[index])
         return item
+
+
+T = TypeVar("T")
+
+
+def prefetched(items: Iterable[T], depth: int = 1) -> Iterator[T]:
+    """`items`, produced by a background thread up to `depth` ahead of the consumer.
+
+    The next batch is decoded (PIL releases the GIL while it decodes) while the Inception forward
+    runs on the current one, without the start-up cost and memory of a loader worker process.
+    An exception in the producer is raised in the consumer, at the item where it happened.
+    """
+    done = object()
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                slots.put(item)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            slots.put(err)
+            return
+        slots.put(done)
+
+    worker = threading.Thread(target=produce, name="i2ibench-decode", daemon=True)
+    worker.start()
+    try:
+        while (item := slots.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)
+
+
+def loader(dataset: Dataset, batch_size: int, num_workers: int) -> Iterable[dict]:
+    """Batches of `dataset`; decoded one batch ahead in a thread when there are no worker processes."""
+    batches = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    return batches if num_workers > 0 else prefetched(batches)
 
 
 def sub_folders(folder: Path) -> list[Path]:
@@ -126,11 +176,10 @@ def evaluate_folders(real: Path, fake: Path, source: Path | None = None, gt: Pat
     evaluator = Evaluator(weights, settings, lpips, device)
     evaluator.begin({TASK: tuple(references)}, {TASK: len(fake_paths)})
     fakes = FolderImages(fake_paths, fake_size, references)
-    for batch in DataLoader(fakes, batch_size=batch_size, num_workers=num_workers):
+    for batch in loader(fakes, batch_size, num_workers):
         evaluator.update(TASK, batch["index"], batch["image"], **{role: batch[role] for role in references})
     real_features, cached = evaluator.real_features(
-        real_paths, None, lambda: DataLoader(FolderImages(real_paths, real_size), batch_size=batch_size,
-                                             num_workers=num_workers))
+        real_paths, None, lambda: loader(FolderImages(real_paths, real_size), batch_size, num_workers))
     metrics, unavailable = evaluator.finish({TASK: real_features})
     return build_record(
         dataset={"name": "folders", "real": str(real), "fake": str(fake),
