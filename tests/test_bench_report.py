@@ -194,3 +194,11 @@ def test_a_reference_failure_is_reported_and_the_tables_still_written(tmp_path):
     table = (tmp_path / "out" / "results.md").read_text()
     assert "reference rows could not be computed: DataError: trainB is empty" in table
     assert "| cyclegan |" in table
+
+
+def test_one_nn_accuracy_is_best_closest_to_one_half():
+    from i2ibench.bench.report import best_methods
+
+    methods = {"a": {"nn1_accuracy": {"mean": 0.9}}, "b": {"nn1_accuracy": {"mean": 0.45}},
+               "c": {"nn1_accuracy": {"mean": 0.3}}}
+    assert best_methods(methods, "nn1_accuracy", "half") == {"b"}

@@ -134,3 +134,26 @@ def test_eval_command_writes_a_record_and_fails_clearly(tmp_path, builtin_root):
     failed = subprocess.run([sys.executable, "-m", "i2ibench", "eval", "--real", str(tmp_path / "nowhere"),
                              "--fake", str(builtin_root / "valA")], capture_output=True, text=True)
     assert failed.returncode == 2 and "nowhere" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_a_silent_server_ends_the_weights_download_instead_of_hanging():
+    """torchvision's download (urllib) sets no timeout; `socket_timeout` bounds it (a server that accepts
+    the connection and never answers, on 127.0.0.1)."""
+    import socket
+    import time
+    import urllib.request
+
+    from i2ibench.metrics.content import socket_timeout
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    try:
+        start = time.monotonic()
+        with socket_timeout(1.0), pytest.raises(OSError):  # socket.timeout / URLError are OSErrors
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/alexnet.pth")
+        assert time.monotonic() - start < 10
+        assert socket.getdefaulttimeout() is None  # restored
+    finally:
+        server.close()

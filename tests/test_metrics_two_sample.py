@@ -175,3 +175,22 @@ def test_one_pass_gives_the_separate_scores():
     nn, mmd = T.nearest_neighbour_accuracy_and_mmd_xu(real, fake, sigma=0.5)
     assert nn == T.nearest_neighbour_accuracy(real, fake)
     assert mmd == T.mmd_xu(real, fake, sigma=0.5)
+
+
+def test_the_suite_reports_the_two_sample_metrics_and_describes_them_in_the_card():
+    """Wiring: the one-pass suite's scores carry the three metrics (values tested above) and the card
+    names each by its definition; a too-small Wasserstein cap is refused."""
+    from i2ibench.errors import ConfigError
+    from i2ibench.metrics.suite import DistributionSettings, distribution_metrics
+
+    generator = torch.Generator().manual_seed(3)
+    real, fake = torch.rand(30, 64, generator=generator, dtype=torch.float64), \
+        torch.rand(25, 64, generator=generator, dtype=torch.float64) + 0.2
+    settings = DistributionSettings(kid_subset_size=10, kid_subsets=5, is_splits=1, wasserstein_max_samples=20)
+    metrics, unavailable = distribution_metrics(real, fake, settings)
+    assert metrics["wasserstein_n_real"] == 20 and metrics["wasserstein_n_fake"] == 20 and metrics["wasserstein"] > 0
+    assert 0.5 < metrics["nn1_accuracy"] <= 1 and metrics["mmd_xu"] > 0
+    card = settings.card()
+    assert "ot.emd2" in card["wasserstein"] and "biased" in card["mmd_xu"] and "1-nearest" in card["nn1_accuracy"]
+    with pytest.raises(ConfigError):
+        DistributionSettings(wasserstein_max_samples=1)

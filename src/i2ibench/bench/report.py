@@ -24,10 +24,12 @@ from typing import Any, Iterable
 
 from i2ibench import files
 
-# (record key, column title, "lower" or "higher" is better, display scale)
+# (record key, column title, which is better: "lower", "higher" or "half" (closest to 0.5), display scale)
 COLUMNS = [
     ("fid", "FID", "lower", 1), ("kid_mean", "KID×10³", "lower", 1e3), ("is_mean", "IS", "higher", 1),
-    ("kernel_mmd2", "MMD²×10³", "lower", 1e3), ("precision", "Prec.", "higher", 1), ("recall", "Rec.", "higher", 1),
+    ("kernel_mmd2", "MMD²×10³", "lower", 1e3), ("mmd_xu", "MMD(Xu)", "lower", 1), ("wasserstein", "Wass.", "lower", 1),
+    ("nn1_accuracy", "1-NN acc.", "half", 1),
+    ("precision", "Prec.", "higher", 1), ("recall", "Rec.", "higher", 1),
     ("ssim_gt", "SSIM(gt)", "higher", 1), ("psnr_gt", "PSNR(gt)", "higher", 1), ("lpips_gt", "LPIPS(gt)", "lower", 1),
     ("ssim_source", "SSIM(src)", "higher", 1), ("psnr_source", "PSNR(src)", "higher", 1),
     ("lpips_source", "LPIPS(src)", "lower", 1),
@@ -36,7 +38,7 @@ COLUMNS = [
 ]
 SELECTIONS = ("last", "best-on-validation")
 REFERENCE = "reference"  # the checkpoint selection of reference rows (and their key in the summary)
-ARROW = {"lower": "↓", "higher": "↑"}
+ARROW = {"lower": "↓", "higher": "↑", "half": "→0.5"}  # 1-NN two-sample accuracy is ideal at 0.5
 CARD_NOTES = ("lpips",)  # card entries that only describe availability, not the protocol of a number
 
 
@@ -136,6 +138,9 @@ def best_methods(methods: dict, key: str, direction: str) -> set[str]:
     means = {m: v[key]["mean"] for m, v in methods.items() if key in v and not math.isnan(v[key]["mean"])}
     if not means:
         return set()
+    if direction == "half":  # closest to 0.5 is best
+        means = {m: abs(mean - 0.5) for m, mean in means.items()}
+        direction = "lower"
     target = min(means.values()) if direction == "lower" else max(means.values())
     return {m for m, mean in means.items() if mean == target}
 

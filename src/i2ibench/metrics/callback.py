@@ -40,7 +40,8 @@ class NonFiniteOutputError(RuntimeError):
     """A method's translations hold NaN or infinite values: the evaluation is refused, no record is written."""
 
 
-LOGGED = ("fid", "kid_mean", "kid_std", "is_mean", "kernel_mmd2", "precision", "recall", "lpips_diversity")
+LOGGED = ("fid", "kid_mean", "kid_std", "is_mean", "kernel_mmd2", "mmd_xu", "wasserstein", "nn1_accuracy", "precision",
+          "recall", "lpips_diversity")
 
 
 class EvaluationCallback(Callback):

@@ -12,7 +12,10 @@ AlexNet; where it cannot be had, LPIPS is reported unavailable.
 
 from __future__ import annotations
 
+import socket
+from contextlib import contextmanager
 from functools import lru_cache
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -66,6 +69,20 @@ def psnr_per_image(x: Tensor, y: Tensor) -> Tensor:
     return 10 * torch.log10(1.0 / mse)
 
 
+DOWNLOAD_TIMEOUT_S = 20  # seconds without an answer before the ImageNet weights' download gives up
+
+
+@contextmanager
+def socket_timeout(seconds: float) -> Iterator[None]:
+    """A default timeout for sockets opened inside (urllib, which torchvision's download uses, sets none)."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 @lru_cache(maxsize=4)
 def load_lpips(net: str = "alex", random_backbone: bool = False):
     """(LPIPS model or None, description). None comes with the reason it is unavailable.
@@ -77,8 +94,10 @@ def load_lpips(net: str = "alex", random_backbone: bool = False):
     import lpips
 
     try:
-        # Seeded: a random backbone must be the same network in every process and run.
-        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+        # Seeded: a random backbone must be the same network in every process and run. torchvision's
+        # download has no timeout of its own: on a machine whose network drops packets it hung for
+        # minutes per run, so the socket gets one (a cached file needs no network at all).
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]), socket_timeout(DOWNLOAD_TIMEOUT_S):
             warnings.simplefilter("ignore", UserWarning)  # lpips calls torchvision's deprecated `pretrained=`
             torch.manual_seed(0)
             model = lpips.LPIPS(net=net, version="0.1", pnet_rand=random_backbone, verbose=False)

@@ -19,6 +19,7 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 
 from i2ibench.errors import ConfigError
 from i2ibench.metrics import distribution as D
+from i2ibench.metrics import two_sample as TS
 from i2ibench.metrics.inception import IS_CLASSES
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ SETTING_MINIMUM: dict[str, tuple[int, str]] = {
     "is_splits": (1, "IS averages over at least one split"),
     "prc_neighborhood": (1, "precision/recall need the k-th nearest neighbour, k >= 1"),
     "mmd_bandwidth_samples": (2, "the median pairwise distance needs 2 samples"),
+    "wasserstein_max_samples": (2, "the earth mover's distance needs 2 points per set"),
 }
 SEED_RANGE = (0, 2**32 - 1)  # numpy's RandomState (torch-fidelity's sampling) accepts these
 
@@ -74,6 +76,7 @@ class DistributionSettings:
     prc_neighborhood: int = 3
     mmd_bandwidth_samples: int = 2000
     seed: int = D.TORCH_FIDELITY_SEED
+    wasserstein_max_samples: int = TS.WASSERSTEIN_MAX_SAMPLES  # per set; larger sets are subsampled
 
     def __post_init__(self) -> None:
         for name in (*SETTING_MINIMUM, "seed"):
@@ -88,6 +91,18 @@ class DistributionSettings:
                                      "is_splits consecutive parts [i N / splits, (i + 1) N / splits)")
         card["mmd_kernel"] = ("gaussian exp(-|x-y|^2 / 2 s^2), unbiased MMD^2; s = median pairwise distance "
                               f"of the real features (<= {self.mmd_bandwidth_samples} samples, seeded)")
+        card["kernel_mmd2"] = card["mmd_kernel"]  # the unbiased MMD^2 column, by its definition
+        card["mmd_xu"] = ("Xu et al. 2018's kernel MMD: sqrt(max(0, biased MMD^2)), V-statistic (all pairs, "
+                          "diagonals included), k(x,y) = exp(-|x-y|^2 / (2 s)), s = mean of the N_real^2 real-real "
+                          "squared distances (diagonal included), float64")
+        card["wasserstein"] = ("exact earth mover's distance (POT ot.emd2, network simplex, checked optimal) between "
+                               "the real and fake pool3 feature sets, uniform weights 1/N, Euclidean ground cost "
+                               "|x-y| (Xu et al. 2018); a set over wasserstein_max_samples="
+                               f"{self.wasserstein_max_samples} is subsampled without replacement: one numpy "
+                               "RandomState(seed), choice(N_real, m) then choice(N_fake, m)")
+        card["nn1_accuracy"] = ("leave-one-out 1-nearest-neighbour accuracy over the pooled real+fake features "
+                                "(Lopez-Paz & Oquab 2017; Xu et al. 2018), Euclidean, float64; overall, real and "
+                                "fake; 0.5 ideal; a tie between the nearest real and nearest fake counts as real")
         card["precision_recall"] = (f"k-NN manifolds, k={self.prc_neighborhood} (Kynkaanniemi et al. 2019), on the "
                                     "Inception pool3 features (the paper used VGG-16 fc2)")
         card["statistics_dtype"] = "float64"
@@ -251,7 +266,7 @@ class MetricSuite(IndexedSamples):
 
 def distribution_metrics(real: Tensor, fake: Tensor,
                          settings: DistributionSettings) -> tuple[dict[str, float | None], dict[str, str]]:
-    """FID, KID, kernel MMD and precision/recall from features (the suite's one computation)."""
+    """FID, KID, kernel MMD (two definitions), Wasserstein, 1-NN accuracy and precision/recall from features."""
     n_real, n_fake = len(real), len(fake)
     if min(n_real, n_fake) < 2:
         raise ValueError(f"distribution metrics need at least 2 real and 2 fake images (got {n_real}, {n_fake})")
@@ -271,6 +286,17 @@ def distribution_metrics(real: Tensor, fake: Tensor,
     bandwidth = D.median_distance(real, settings.mmd_bandwidth_samples, settings.seed)
     metrics["mmd_bandwidth"] = bandwidth
     metrics["kernel_mmd2"] = D.gaussian_mmd2(real, fake, bandwidth)
+
+    try:
+        emd = TS.wasserstein_distance(real, fake, settings.wasserstein_max_samples, settings.seed)
+        metrics["wasserstein"] = emd.distance
+        metrics["wasserstein_n_real"], metrics["wasserstein_n_fake"] = emd.n_real, emd.n_fake
+    except TS.EMDNotOptimalError as error:
+        metrics["wasserstein"] = None
+        unavailable["wasserstein"] = str(error)
+    nn1, mmd_xu = TS.nearest_neighbour_accuracy_and_mmd_xu(real, fake)  # one pass over all pairs
+    metrics["nn1_accuracy"], metrics["nn1_accuracy_real"], metrics["nn1_accuracy_fake"] = nn1.accuracy, nn1.real, nn1.fake
+    metrics["mmd_xu"], metrics["mmd_xu_scale"] = mmd_xu.mmd, mmd_xu.scale
 
     if min(n_real, n_fake) <= settings.prc_neighborhood:
         unavailable["precision"] = unavailable["recall"] = (
