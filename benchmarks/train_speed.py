@@ -32,9 +32,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_SIZES = {"cyclegan": (128, 1), "ssim-lsgan": (128, 1), "densenet-cyclegan": (128, 1),
-             "inception-cyclegan": (128, 1), "mask-cyclegan": (128, 1), "instagan": (128, 1), "stargan-v2": (128, 2)}
+             "inception-cyclegan": (128, 1), "mask-cyclegan": (128, 1), "instagan": (128, 1), "stargan-v2": (128, 2),
+             "gan-alone": (128, 1), "cut": (128, 1), "fastcut": (128, 1)}
 PAPER_SIZES = {"cyclegan": (256, 1), "ssim-lsgan": (128, 1), "densenet-cyclegan": (256, 1),
-               "inception-cyclegan": (256, 1), "mask-cyclegan": (256, 1), "instagan": (256, 1), "stargan-v2": (256, 8)}
+               "inception-cyclegan": (256, 1), "mask-cyclegan": (256, 1), "instagan": (256, 1), "stargan-v2": (256, 8),
+               "gan-alone": (256, 1), "cut": (256, 1), "fastcut": (256, 1)}
 PLAIN_LOOP = {"cyclegan", "ssim-lsgan", "densenet-cyclegan", "inception-cyclegan", "mask-cyclegan"}
 OFF = {"channels_last": False, "fused_adam": False, "compile": False}
 CONFIGS = {  # one speed option at a time against eager float32, then the defaults and combinations
