@@ -189,3 +189,14 @@ def test_batch_one_on_two_processes_runs_one_per_process_and_says_the_global_bat
     assert (split.per_process, split.global_batch) == (1, 2)
     assert split.describe() == ("global batch 2 (1 per process x 2 processes), not the configured 1: "
                                 "a batch of 1 cannot be split")
+
+
+def test_a_run_longer_than_its_learning_rate_schedule_is_refused():
+    from types import SimpleNamespace
+
+    from i2ibench.errors import ConfigError
+    from i2ibench.methods.recipe import check_epoch_schedule
+
+    check_epoch_schedule(SimpleNamespace(max_epochs=4), 2, 2)
+    with pytest.raises(ConfigError, match=r"trainer.max_epochs \(5\) exceeds .* \(4\)"):
+        check_epoch_schedule(SimpleNamespace(max_epochs=5), 2, 2)

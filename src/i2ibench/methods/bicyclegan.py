@@ -31,7 +31,8 @@ from torch import Tensor
 from i2ibench.data.tasks import parse_task
 from i2ibench.errors import ConfigError
 from i2ibench.methods.base import TranslationModule, set_requires_grad
-from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch, epoch_schedule_lines
+from i2ibench.methods.recipe import (BatchSplit, announce, apply_global_batch, check_epoch_schedule,
+                                     epoch_schedule_lines)
 from i2ibench.methods.schedules import linear_decay
 from i2ibench.nets.bicyclegan import LatentEncoder, LatentUnetGenerator, MultiScalePatchDiscriminator
 from i2ibench.registry import register_method
@@ -208,11 +209,7 @@ class BicycleGAN(TranslationModule):
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        total = self.hparams.n_epochs + self.hparams.n_epochs_decay
-        max_epochs = self.trainer.max_epochs
-        if max_epochs is not None and max_epochs > total:
-            raise ConfigError(f"trainer.max_epochs ({max_epochs}) exceeds the schedule n_epochs + n_epochs_decay "
-                              f"({total}): the learning rate would be 0 after epoch {total}. Set them consistently.")
+        check_epoch_schedule(self.trainer, self.hparams.n_epochs, self.hparams.n_epochs_decay)
 
     def on_train_start(self) -> None:
         super().on_train_start()

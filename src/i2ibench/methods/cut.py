@@ -21,7 +21,8 @@ from torch import Tensor
 from i2ibench.errors import ConfigError
 from i2ibench.losses import discriminator_adversarial_loss, generator_adversarial_loss
 from i2ibench.methods.base import TranslationModule, set_requires_grad
-from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch, epoch_schedule_lines
+from i2ibench.methods.recipe import (BatchSplit, announce, apply_global_batch, check_epoch_schedule,
+                                     epoch_schedule_lines)
 from i2ibench.methods.schedules import linear_decay
 from i2ibench.nets.cut import (
     AntialiasedPatchDiscriminator, CUTGenerator, PatchSampleHead, draw_patch_ids, patch_nce_loss,
@@ -165,11 +166,7 @@ class CUT(TranslationModule):
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        total = self.hparams.n_epochs + self.hparams.n_epochs_decay
-        max_epochs = self.trainer.max_epochs
-        if max_epochs is not None and max_epochs > total:
-            raise ConfigError(f"trainer.max_epochs ({max_epochs}) exceeds the schedule n_epochs + n_epochs_decay "
-                              f"({total}): the learning rate would be 0 after epoch {total}. Set them consistently.")
+        check_epoch_schedule(self.trainer, self.hparams.n_epochs, self.hparams.n_epochs_decay)
 
     def on_train_start(self) -> None:
         super().on_train_start()

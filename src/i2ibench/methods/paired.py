@@ -37,7 +37,8 @@ from i2ibench.data.folders import item_seed
 from i2ibench.errors import ConfigError
 from i2ibench.losses import GAN_MODES, PerceptualLoss, discriminator_adversarial_loss, generator_adversarial_loss
 from i2ibench.methods.base import TranslationModule, set_requires_grad
-from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch, epoch_schedule_lines
+from i2ibench.methods.recipe import (BatchSplit, announce, apply_global_batch, check_epoch_schedule,
+                                     epoch_schedule_lines)
 from i2ibench.methods.schedules import linear_decay
 from i2ibench.nets.unet import batch_statistics, seeded_dropout
 from i2ibench.registry import DISCRIMINATORS, GENERATORS, register_method
@@ -157,11 +158,7 @@ class Pix2Pix(TranslationModule):
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        total = self.hparams.n_epochs + self.hparams.n_epochs_decay
-        max_epochs = self.trainer.max_epochs
-        if max_epochs is not None and max_epochs > total:
-            raise ConfigError(f"trainer.max_epochs ({max_epochs}) exceeds the schedule n_epochs + n_epochs_decay "
-                              f"({total}): the learning rate would be 0 after epoch {total}. Set them consistently.")
+        check_epoch_schedule(self.trainer, self.hparams.n_epochs, self.hparams.n_epochs_decay)
 
     def on_train_start(self) -> None:
         super().on_train_start()

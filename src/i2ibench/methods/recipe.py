@@ -85,6 +85,14 @@ def apply_global_batch(module: pl.LightningModule, per_sample_recipe: bool = Fal
     return split
 
 
+def check_epoch_schedule(trainer: pl.Trainer, n_epochs: int, n_epochs_decay: int) -> None:
+    """Refuse a run longer than its learning-rate schedule (the rate would be 0 after it)."""
+    total, max_epochs = n_epochs + n_epochs_decay, trainer.max_epochs
+    if max_epochs is not None and max_epochs > total:
+        raise ConfigError(f"trainer.max_epochs ({max_epochs}) exceeds the schedule n_epochs + n_epochs_decay "
+                          f"({total}): the learning rate would be 0 after epoch {total}. Set them consistently.")
+
+
 def announce(trainer: pl.Trainer, method: str, lines: list[str], split: BatchSplit | None) -> None:
     """Print the effective recipe once, on rank 0, and warn when the global batch is not the configured one."""
     rank_zero_info(f"{method} recipe, as it runs here:\n" + "\n".join(f"  - {line}" for line in lines))
