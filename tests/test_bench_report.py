@@ -50,6 +50,7 @@ def test_mean_and_std_over_seeds_and_best_marks(tmp_path):
     assert "FID ↓" in table and "SSIM(gt) ↑" in table
     assert "stargan-v2 | not applicable: needs 3 domains" in table
     assert "no classifier" in table  # why IS is missing is said, not hidden
+    assert "IS ↑" in table and cyclegan_row.count("n/a") >= 2  # and its column is there, reading n/a
     assert "inf" in cyclegan_row  # identical images: PSNR is infinite, shown as such
     csv_rows = (out / "results.csv").read_text().splitlines()
     assert csv_rows[0].startswith("dataset,method,seed") and len(csv_rows) == 1 + 4 * 8
