@@ -60,3 +60,14 @@ def tiny_cyclegan(**overrides):
                     n_epochs=1, n_epochs_decay=1)
     settings.update(overrides)
     return CycleGAN(**settings)
+
+
+def cpu_trainer(root: Path, **overrides):
+    """A bare single-process CPU Trainer for driving a method's steps (no logger, checkpoints or validation)."""
+    import pytorch_lightning as pl
+
+    settings = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False, deterministic=True,
+                    default_root_dir=str(root), num_sanity_val_steps=0, limit_val_batches=0)
+    settings.update(overrides)
+    return pl.Trainer(**settings)

@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from conftest import tiny_datamodule
+from conftest import cpu_trainer, tiny_datamodule
 
 TESTS = Path(__file__).resolve().parent
 TINY = dict(generator_args={"ngf": 8, "n_blocks": 5}, discriminator_args={"ndf": 8}, num_patches=16,
@@ -26,14 +26,6 @@ def tiny_cut(**overrides):
     from i2ibench.methods.cut import CUT
 
     return CUT(**{**TINY, **overrides})
-
-
-def cpu_trainer(root: Path, **overrides) -> pl.Trainer:
-    settings = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False, deterministic=True,
-                    default_root_dir=str(root), num_sanity_val_steps=0, limit_val_batches=0)
-    settings.update(overrides)
-    return pl.Trainer(**settings)
 
 
 class StepProbe(Callback):

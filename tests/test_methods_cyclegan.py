@@ -15,15 +15,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from i2ibench.methods.image_pool import ImagePool
 
-from conftest import REPO, inception_weights, tiny_cyclegan, tiny_datamodule
-
-
-def cpu_trainer(root: Path, **overrides) -> pl.Trainer:
-    settings = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False, deterministic=True,
-                    default_root_dir=str(root), num_sanity_val_steps=0, limit_val_batches=0)
-    settings.update(overrides)
-    return pl.Trainer(**settings)
+from conftest import REPO, cpu_trainer, inception_weights, tiny_cyclegan, tiny_datamodule
 
 
 class LossRecorder(Callback):

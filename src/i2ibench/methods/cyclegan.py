@@ -97,12 +97,7 @@ class CycleGAN(TranslationModule):
         images = self.forward_cycle(batch)
 
         # Generators first, with the discriminators frozen (they need no gradients here).
-        set_requires_grad((self.disc_A, self.disc_B), False)
-        g_losses = self.generator_losses(images)
-        g_total = torch.stack(list(g_losses.values())).sum()
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_total)
-        opt_g.step()
+        g_losses, g_total = self.update_generators(opt_g, images)
 
         # Then the discriminators, on real images and pooled (past) fakes.
         set_requires_grad((self.disc_A, self.disc_B), True)
@@ -139,6 +134,17 @@ class CycleGAN(TranslationModule):
         """Whether a loss term reads the reconstruction of `domain` (its cycle or perceptual weight > 0)."""
         hp = self.hparams
         return (hp.lambda_A if domain == "A" else hp.lambda_B) > 0 or hp.lambda_perceptual > 0
+
+    def update_generators(self, opt_g: torch.optim.Optimizer, images: dict[str, Tensor]) -> tuple[dict, Tensor]:
+        """One step of both generators on their summed losses, the discriminators frozen (left frozen:
+        the caller decides when they train again). Returns the loss terms and their total."""
+        set_requires_grad((self.disc_A, self.disc_B), False)
+        g_losses = self.generator_losses(images)
+        g_total = torch.stack(list(g_losses.values())).sum()
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_total)
+        opt_g.step()
+        return g_losses, g_total
 
     def generator_losses(self, t: dict[str, Tensor]) -> dict[str, Tensor]:
         """Every weighted generator term by name; their sum is the generator objective."""
@@ -278,12 +284,7 @@ class DualGAN(CycleGAN):
         logged = dict(critic_losses)
 
         if train_generators:  # against the updated critics, as the reference's g_optim run sees them
-            set_requires_grad((self.disc_A, self.disc_B), False)
-            g_losses = self.generator_losses(images)
-            g_total = torch.stack(list(g_losses.values())).sum()
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(g_total)
-            opt_g.step()
+            g_losses, g_total = self.update_generators(opt_g, images)
             set_requires_grad((self.disc_A, self.disc_B), True)
             logged.update({**{f"gen_{k}": v for k, v in g_losses.items()}, "gen_total": g_total})
         self.log_losses(logged, batch_size=images["real_A"].shape[0])
