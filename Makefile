@@ -40,7 +40,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv and install i2ibench with its dev extra (re-run when pyproject.toml changes)
 
-test: $(STAMP) ## run the test suite
+# The HTML report's test renders it in a headless browser: Debian's Chromium (about 20 s to install).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: $(STAMP) $(CHROMIUM) ## run the test suite (installs Debian's Chromium for the HTML report's test)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) ## train and evaluate every applicable method on DATASET; tables under results/

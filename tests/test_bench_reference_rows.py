@@ -36,10 +36,10 @@ def small_dataset(root: Path, builtin_root: Path) -> Path:
 def test_tasks_cover_every_method_family_and_share_computations():
     assert reference_rows.reference_tasks(("A", "B"), {"two-domain"}) == ["A2B", "B2A"]
     tasks = reference_rows.reference_tasks(("cat", "dog", "fox"), {"multi-domain"})
-    assert len(tasks) == 12 and "cat->fox@reference" in tasks and "A2B" not in tasks
-    # latent- and reference-guided tasks of one pair have one copy-input: the same sources and real set
+    assert len(tasks) == 18 and "cat->fox@reference" in tasks and "cat->fox" in tasks and "A2B" not in tasks
+    # latent-, reference- and label-guided tasks of one pair have one copy-input: the same sources and real set
     groups = reference_rows.fan_out(tasks, lambda t: t.split("@")[0])
-    assert len(groups) == 6 and groups["cat->dog@latent"] == ["cat->dog@latent", "cat->dog@reference"]
+    assert len(groups) == 6 and groups["cat->dog@latent"] == ["cat->dog@latent", "cat->dog@reference", "cat->dog"]
 
 
 @pytest.mark.slow

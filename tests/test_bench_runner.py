@@ -126,3 +126,64 @@ def test_a_paired_method_is_skipped_on_unpaired_training_data_and_runs_on_pairs(
         for domain in ("A", "B"):  # the built-in test split is paired: same names, a photo and its sketch
             shutil.copytree(builtin_root / f"test{domain}", paired / f"{split}{domain}")
     assert not_applicable(paired_method, detect_layout(paired)) is None
+
+
+def three_domain_dataset(root: Path, builtin_root: Path) -> Path:
+    """train/<d>/ and test/<d>/ for three domains (StarGAN v2's layout), 4 + 4 tiny images each."""
+    for domain, source in (("photo", "testA"), ("sketch", "testB"), ("other", "trainA")):
+        for split, files in (("train", slice(0, 4)), ("test", slice(4, 8))):
+            (root / split / domain).mkdir(parents=True)
+            for src in sorted((builtin_root / source).iterdir())[files]:
+                os.symlink(src, root / split / domain / src.name)
+    return root
+
+
+def test_two_domain_methods_run_per_pair_only_by_default_or_when_named(tmp_path, builtin_root):
+    from i2ibench.bench.runner import PER_PAIR_BY_DEFAULT, plan
+
+    data = three_domain_dataset(tmp_path / "three", builtin_root)
+    _, runs, skipped = plan(str(data), TINY_PROTOCOL, None, None, tmp_path / "runs")
+    assert "cyclegan" in skipped and "--methods" in skipped["cyclegan"]
+    per_pair = [run for run in runs if run.pair]
+    assert {run.name for run in per_pair} <= set(PER_PAIR_BY_DEFAULT)
+    _, runs, skipped = plan(str(data), TINY_PROTOCOL, ["cyclegan"], None, tmp_path / "runs")
+    assert [run.pair for run in runs] == [("other", "photo"), ("other", "sketch"), ("photo", "sketch")]
+    view = Path(runs[0].dataset)
+    assert (view / "trainA").resolve() == (data / "train" / "other").resolve()
+    assert (view / "testB").resolve() == (data / "test" / "photo").resolve()
+
+
+def test_per_pair_training_on_a_three_domain_folder_yields_every_task(tmp_path, builtin_root):
+    data = three_domain_dataset(tmp_path / "three", builtin_root)
+    protocol = dict(TINY_PROTOCOL, protocol="pairs")
+    protocol["methods"] = {"cyclegan": {**TINY_PROTOCOL["methods"]["cyclegan"], "trainer.max_epochs": 1,
+                                        "model.init_args.n_epochs_decay": 0}}
+    path = tmp_path / "pairs.yaml"
+    path.write_text(yaml.safe_dump(protocol))
+    env = {**os.environ, "I2IBENCH_INCEPTION_WEIGHTS": str(WEIGHTS), "WANDB_MODE": "offline"}
+    result = subprocess.run(bench_command(tmp_path, data, path), cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "three" / "pairs" / "cyclegan").glob("*/seed0/eval/test-*.json")]
+    tasks = {task for record in records for task in record["metrics"]}
+    domains = ("other", "photo", "sketch")
+    assert tasks == {f"{s}->{t}" for s in domains for t in domains if s != t}
+    table = (tmp_path / "results" / "three" / "pairs" / "results.md").read_text()
+    assert all(f"{s}->{t}" in table for s in domains for t in domains if s != t)
+    assert {record["dataset"]["name"] for record in records} == {str(data)}  # the dataset, not a pair's view
+    assert table.startswith(f"# {data} ")
+
+
+def test_builtin_benches_its_default_set_and_names_why_the_others_are_left_out(tmp_path):
+    from i2ibench.bench.runner import default_methods, plan
+    from i2ibench.registry import METHODS
+
+    chosen = default_methods("builtin")
+    assert chosen and set(chosen) < set(METHODS.names())
+    smoke = yaml.safe_load((Path(__file__).parents[1] / "configs" / "bench" / "smoke.yaml").read_text())
+    _, runs, skipped = plan("builtin", smoke, None, None, tmp_path / "runs")
+    assert sorted({run.name for run in runs}) == sorted(chosen)
+    assert "default set" in skipped["munit"] and "--methods munit" in skipped["munit"]
+    assert "paired" in skipped["pix2pix"]  # not applicable says why first
+    _, runs, _ = plan("builtin", smoke, ["munit"], None, tmp_path / "runs")  # named: it runs
+    assert [run.name for run in runs] == ["munit"]
+    assert default_methods(str(tmp_path)) is None  # a folder: every applicable method

@@ -213,3 +213,5 @@ def test_cli_fit_writes_a_record_with_both_tasks_and_lpips_diversity(builtin_roo
     for task in metrics.values():
         assert task["lpips_diversity"] is not None and task["lpips_diversity"] > 0
         assert task["fid"] > 0
+        # paired data: the first output of each source is scored against its ground truth
+        assert 0 < task["psnr_gt"] < 100 and -1 <= task["ssim_gt"] < 1 and task["lpips_gt"] is not None

@@ -1,6 +1,6 @@
 """Kill -9 and resume: a resumed run ends with exactly the weights of an uninterrupted one.
 
-Each method family (CycleGAN, InstaGAN, StarGAN v2) trains 2 epochs of 4 batches through the
+Each method family (CycleGAN, InstaGAN, StarGAN v2, StarGAN) trains 2 epochs of 4 batches through the
 command line's `fit`, with a data-loading worker and `last.ckpt` also every 3 batches. The
 interrupted run is a `python -m i2ibench fit` process killed with SIGKILL twice: at the start of
 epoch 1 (its newest checkpoint is the epoch-0 boundary, written by default) and, resumed with
@@ -71,6 +71,14 @@ def family_args(family: str, datasets: dict[str, Path]) -> list[str]:
                 "--model.init_args.ngf", "8", "--model.init_args.ndf", "8", "--model.init_args.n_blocks", "1",
                 "--model.init_args.pool_size", "2", "--model.init_args.n_epochs", "1",
                 "--model.init_args.n_epochs_decay", "1", "--data.load_size", "36", "--data.crop_size", "32"]
+    if family == "stargan":  # n_critic 3 and a learning-rate stair every 2 iterations after 4: both cross the kills
+        return ["--method", "stargan", "--data.dataset", str(datasets["builtin-multi"]),
+                "--model.init_args.image_size", "32", "--model.init_args.d_repeat_num", "4",
+                "--model.init_args.g_conv_dim", "8", "--model.init_args.d_conv_dim", "8",
+                "--model.init_args.g_repeat_num", "1", "--model.init_args.n_critic", "3",
+                "--model.init_args.num_iters", "8", "--model.init_args.num_iters_decay", "4",
+                "--model.init_args.lr_update_step", "2", "--data.crop_size", "32", "--data.batch_size", "2",
+                "--data.samples_per_epoch", "8"]
     return ["--method", "stargan-v2", "--data.dataset", str(datasets["builtin-multi"]),
             "--model.init_args.img_size", "32", "--model.init_args.base_dim", "8",
             "--model.init_args.max_conv_dim", "16", "--model.init_args.style_dim", "8",
@@ -153,7 +161,7 @@ def metrics_of(root: Path) -> list[dict]:
     return [json.loads(path.read_text())["metrics"] for path in records]
 
 
-@pytest.mark.parametrize("family", ["cyclegan", "instagan", "stargan-v2"])
+@pytest.mark.parametrize("family", ["cyclegan", "instagan", "stargan-v2", "stargan"])
 def test_killed_twice_and_resumed_equals_uninterrupted(family, datasets, tmp_path):
     evaluate = family == "cyclegan" and inception_weights() is not None
     args = family_args(family, datasets)

@@ -165,3 +165,16 @@ def _inception_mixed_5d(weights: str | None) -> nn.Module:
     layers = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
               "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d"]
     return nn.Sequential(*(getattr(net, name) for name in layers))
+
+
+def mode_seeking_loss(fake_1: Tensor, fake_2: Tensor, z_1: Tensor, z_2: Tensor, eps: float = 1e-5) -> Tensor:
+    """MSGAN's mode-seeking term (Mao et al., CVPR 2019, eq. 3), to be minimised.
+
+    1 / (mean|G(c, z_1) - G(c, z_2)| / mean|z_1 - z_2| + eps): two outputs of the same condition
+    under two latents should differ in proportion to their latents, so that the generator does not
+    collapse them onto one mode. Each mean runs over the whole batch (every sample, channel and
+    pixel; every latent entry), as the reference HelenMao/MSGAN computes it (DRIT-Mode-Seeking/
+    model.py, eps 1e-5); any method with a latent input can add it.
+    """
+    ratio = torch.mean(torch.abs(fake_1 - fake_2)) / torch.mean(torch.abs(z_1 - z_2))
+    return 1.0 / (ratio + eps)

@@ -155,13 +155,14 @@ def task_family(config, layout) -> str:
 
 def reference_tasks(domains: tuple[str, ...], families: set[str]) -> list[str]:
     """The tasks the bench's methods are judged on: A2B and B2A (two-domain methods; a method judged on
-    one of them only, as CUT, shows the rows of that one), and `s->t@latent` / `s->t@reference` of every
-    ordered pair for multi-domain methods (which read a two-domain folder as domains A and B)."""
+    one of them only, as CUT, shows the rows of that one), and `s->t@latent` / `s->t@reference` / `s->t`
+    (label-guided, StarGAN) of every ordered pair for multi-domain methods (which read a two-domain folder
+    as domains A and B)."""
     from i2ibench.data.tasks import two_domain_tasks
 
     tasks = two_domain_tasks() if "two-domain" in families and len(domains) == 2 else []
     if "multi-domain" in families:
-        tasks += [f"{s}->{t}@{mode}" for mode in ("latent", "reference") for s in domains for t in domains if s != t]
+        tasks += [f"{s}->{t}{mode}" for mode in ("@latent", "@reference", "") for s in domains for t in domains if s != t]
     return tasks
 
 
@@ -198,8 +199,8 @@ def copy_input(evaluator, datamodule, tasks: list[str]) -> tuple[dict, dict, dic
         if parse_task(task).mode is None:
             references[task] = ("source",) + (("gt",) if paired else ()) + \
                                (("background",) if datamodule.mode == "mask" else ())
-        else:
-            references[task] = ()
+        else:  # as EvaluationCallback._begin: the ground truth of paired multi-domain tasks
+            references[task] = ("gt",) if paired else ()
         counts[task] = len(datamodule.eval_dataset("test", task))
     evaluator.begin(references, counts)
     device = evaluator.device
@@ -208,7 +209,9 @@ def copy_input(evaluator, datamodule, tasks: list[str]) -> tuple[dict, dict, dic
         for batch in DataLoader(datamodule.eval_dataset("test", task), batch_size=datamodule.eval_batch_size):
             source = batch["x"] if spec.mode else batch[spec.source]
             extra = {}
-            if spec.mode is None:  # as EvaluationCallback._update
+            if spec.mode is not None and "gt" in batch:  # as EvaluationCallback._update
+                extra["gt"] = batch["gt"]
+            if spec.mode is None:
                 extra["source"] = source
                 if f"{spec.target}_gt" in batch:
                     extra["gt"] = batch[f"{spec.target}_gt"]
@@ -224,11 +227,8 @@ def copy_input(evaluator, datamodule, tasks: list[str]) -> tuple[dict, dict, dic
 
 
 def translations_per_task(datamodule, task: str) -> int:
-    """How many translations a method produces for `task` (K styles per source for multi-domain tasks)."""
-    from i2ibench.data.tasks import parse_task
-
-    styles = datamodule.outputs_per_source if parse_task(task).mode else 1
-    return len(datamodule.eval_dataset("test", task)) * styles
+    """How many translations a method produces for `task` (K styles per source for @latent / @reference tasks)."""
+    return len(datamodule.eval_dataset("test", task)) * datamodule.styles_per_source(task)
 
 
 def real_target(evaluator, datamodule, tasks: list[str], content: dict[str, list[str]]) -> tuple[dict, dict, dict]:

@@ -10,6 +10,12 @@ Before the runs, the reference rows `copy-input` and `real-target` (see `bench.r
 are computed once per dataset and evaluation configuration, in their own process, under
 `runs/<dataset>/<protocol>/_reference/`; a rerun finds them and skips them like finished runs.
 
+On a multi-domain dataset, a two-domain method (MUNIT, DRIT++, MSGAN by default; any other when
+named in `--methods`) is trained once per pair of domains, as StarGAN v2's paper trained its
+baselines: each pair is a two-domain view of the dataset (symlinks `trainA -> train/<s>`, ... under
+`runs/<dataset>/<protocol>/_pairs/<s>-<t>/`), and its records name the tasks by the dataset's
+domains (`s->t@latent`), so that its row lines up with the multi-domain methods'.
+
 A run that fails (a non-finite loss, bad input, a crash, a kill) does not stop the bench: its
 reason, read from the `failed.json` that `run_one` writes, goes into the tables in place of its
 numbers, the other runs go on, the tables are written, and the bench exits with status 1.
@@ -17,12 +23,13 @@ numbers, the other runs go on, the tables are written, and the bench exits with 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +52,12 @@ class Run:
     seed: int
     root: Path
     overrides: dict[str, Any] = field(default_factory=dict)
+    dataset: str | None = None  # a pair's two-domain view of a multi-domain dataset (None: the bench's dataset)
+    pair: tuple[str, str] | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name + (f" ({self.pair[0]}-{self.pair[1]})" if self.pair else "")
 
     @property
     def done(self) -> bool:
@@ -72,11 +85,40 @@ def load_protocol(name: str) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
+# Two-domain methods run per domain pair on multi-domain data without being named: StarGAN v2's
+# baselines (its paper, sec. 4). Others (the CycleGAN family, ...) run per pair only when named in
+# --methods, so that `make bench DATASET=builtin-multi` stays within minutes.
+PER_PAIR_BY_DEFAULT = ("munit", "drit", "msgan")
+PAIRS_FOLDER = "_pairs"
+
+
+def runs_per_pair(spec: MethodSpec, layout: Layout) -> bool:
+    """Whether `spec` is trained once per pair of domains of this dataset (a two-domain model on more domains)."""
+    return spec.dataset_mode == "two-domain" and layout.kind == "multi-domain" and len(layout.domains) > 2
+
+
+def pair_view(layout: Layout, pair: tuple[str, str], folder: Path) -> Path:
+    """A two-domain folder of symlinks to one pair's domain folders: trainA -> <root>/train/<s>, trainB -> ..."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val", "test"):
+        if not layout.has_split(split):
+            continue
+        for letter, domain in zip("AB", pair):
+            link, target = folder / f"{split}{letter}", (layout.root / split / domain).resolve()
+            if link.is_symlink() and link.resolve() == target:
+                continue
+            temporary = folder / f".{split}{letter}.tmp"
+            temporary.unlink(missing_ok=True)
+            temporary.symlink_to(target, target_is_directory=True)
+            os.replace(temporary, link)  # atomic: a rerun never sees a half-made view
+    return folder
+
+
 def not_applicable(spec: MethodSpec, layout: Layout) -> str | None:
     """Why a method cannot run on a dataset of this layout (None when it can)."""
     if spec.dataset_mode == "mask" and not layout.has_masks:
         return "needs instance masks (trainA_seg/ ...); this dataset has none"
-    if spec.dataset_mode == "two-domain" and len(layout.domains) != 2:
+    if spec.dataset_mode == "two-domain" and len(layout.domains) != 2 and not runs_per_pair(spec, layout):
         return f"translates between two domains; this dataset has {len(layout.domains)}"
     if spec.dataset_mode == "paired":
         if len(layout.domains) != 2:
@@ -84,6 +126,17 @@ def not_applicable(spec: MethodSpec, layout: Layout) -> str | None:
         if reason := unpaired_reason(*split_images(layout, "train").values()):
             return f"needs paired training data (trainA/ trainB/ with the same file names): {reason}"
     return None
+
+
+def default_methods(dataset: str) -> list[str] | None:
+    """The methods a catalog dataset benches when none are named (`catalog.bench_methods` in its config),
+    or None: every applicable method."""
+    entry = catalog.entries().get(dataset)
+    chosen = entry.options.get("bench_methods") if entry is not None else None
+    if chosen is not None:
+        for name in chosen:
+            METHODS.get(name)  # a misspelt name in the config fails here, naming the known ones
+    return chosen
 
 
 def dataset_label(dataset: str) -> str:
@@ -97,7 +150,7 @@ def run_arguments(run: Run, dataset: str, protocol: dict, layout: Layout, extra:
     entry = catalog.entries().get(dataset)
     if entry is not None:
         args += ["--config", str(entry.config)]
-    args += ["--config", str(run.method.config_path), "--data.dataset", dataset]
+    args += ["--config", str(run.method.config_path), "--data.dataset", run.dataset or dataset]
     size = protocol.get("image_size")
     if size:  # CycleGAN's resize-then-crop ratio, 286 / 256, at the protocol's size
         args += ["--data.crop_size", str(size), "--data.load_size", str(round(size * 286 / 256))]
@@ -122,12 +175,29 @@ def plan(dataset: str, protocol: dict, methods: list[str] | None, seeds: list[in
     layout = detect_layout(as_two_domain(catalog.resolve(dataset)))  # side-by-side: its split halves
     names = methods or METHODS.names()
     skipped = {}
+    default_set = None if methods else default_methods(dataset)
     runs = []
     base = runs_dir / dataset_label(dataset) / protocol["protocol"]
     for name in names:
         spec = METHODS.get(name)
         if reason := not_applicable(spec, layout):
             skipped[name] = reason
+            continue
+        if default_set is not None and name not in default_set:
+            skipped[name] = (f"not in {dataset}'s default set (bench_methods in configs/datasets/{dataset}.yaml, chosen "
+                             f"to keep `make bench` within 10 minutes); run it with --methods {name}")
+            continue
+        if runs_per_pair(spec, layout):
+            if methods is None and name not in PER_PAIR_BY_DEFAULT:
+                skipped[name] = (f"translates between two domains; name it in --methods to train it once per pair "
+                                 f"of this dataset's {len(layout.domains)} domains")
+                continue
+            for pair in itertools.combinations(layout.domains, 2):
+                view = pair_view(layout, pair, base / PAIRS_FOLDER / "-".join(pair))
+                runs += [Run(name, spec, seed, base / name / "-".join(pair) / f"seed{seed}",
+                             {"evaluation.domain_names": {"A": pair[0], "B": pair[1]},
+                              "evaluation.dataset_name": dataset}, str(view), pair)
+                         for seed in (seeds or protocol["seeds"])]
             continue
         runs += [Run(name, spec, seed, base / name / f"seed{seed}") for seed in (seeds or protocol["seeds"])]
     return layout, runs, skipped
@@ -174,7 +244,14 @@ def reference_arguments(runs: list[Run], dataset: str, protocol: dict, layout: L
     first = {}
     for run in runs:
         first.setdefault(run.name, run)
-    return [run_arguments(run, dataset, protocol, layout, extra, group) for run in first.values()]
+    arguments = []
+    for run in first.values():
+        if run.pair:  # per-pair runs are judged on the dataset's multi-domain tasks: their references are those
+            whole = replace(run, overrides={}, dataset=None, pair=None)
+            arguments.append(run_arguments(whole, dataset, protocol, layout, extra, group) + ["--data.mode", "multi-domain"])
+        else:
+            arguments.append(run_arguments(run, dataset, protocol, layout, extra, group))
+    return arguments
 
 
 def execute(runs: list[Run], dataset: str, protocol: dict, layout: Layout, extra: list[str], out: Path,
@@ -192,7 +269,7 @@ def execute(runs: list[Run], dataset: str, protocol: dict, layout: Layout, extra
         if reference_failure:
             print(f"reference rows failed: {reference_failure}", flush=True)
     for i, run in enumerate(runs, 1):
-        label = f"[{i}/{len(runs)}] {run.name} seed {run.seed}"
+        label = f"[{i}/{len(runs)}] {run.label} seed {run.seed}"
         if run.done:
             print(f"{label}: done earlier, skipped ({run.root})", flush=True)
             continue
@@ -206,7 +283,7 @@ def execute(runs: list[Run], dataset: str, protocol: dict, layout: Layout, extra
         elapsed = f"{time.perf_counter() - start:.0f} s"
         if result.returncode != 0 or not run.done:
             reason = run.failure(result.returncode)
-            failed.setdefault(run.name, {})[run.seed] = reason
+            failed.setdefault(run.name, {})[run.seed] = (f"pair {'-'.join(run.pair)}: " if run.pair else "") + reason
             print(f"{label}: failed after {elapsed}: {reason}", flush=True)
         else:
             print(f"{label}: finished in {elapsed}", flush=True)

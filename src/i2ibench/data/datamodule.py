@@ -211,19 +211,23 @@ class I2IDataModule(pl.LightningDataModule):
     def eval_dataset(self, split: str, task: str) -> Dataset:
         spec = parse_task(task)
         images = self.images[split]
-        if spec.mode is not None:  # multi-domain: K styles per source
+        gt = None
+        if self.is_paired(split):  # the target of the same name: content metrics against the ground truth
+            by_stem = {p.stem: p for p in images[spec.target]}
+            gt = [by_stem[p.stem] for p in images[spec.source]]
+        if spec.mode is not None:  # multi-domain: K styles per source (one for label-mode tasks)
             references = images[spec.target] if spec.mode == "reference" else None
             return MultiDomainEvalSet(images[spec.source], task, self.domains.index(spec.source),
-                                      self.domains.index(spec.target), self.eval_transform, self.outputs_per_source,
-                                      self.latent_dim, references, seed=self.seed)
+                                      self.domains.index(spec.target), self.eval_transform, self.styles_per_source(task),
+                                      self.latent_dim, references, seed=self.seed, gt_paths=gt)
         if self.mode == "mask":
             return MaskedEvalImages(images[spec.source], spec.source, task, self.masks, self.eval_transform,
                                     self.max_instances_eval)
-        gt = None
-        if self.is_paired(split):
-            by_stem = {p.stem: p for p in images[spec.target]}
-            gt = [by_stem[p.stem] for p in images[spec.source]]
         return EvalImages(images[spec.source], spec.source, task, self.eval_transform, gt, spec.target if gt else None)
+
+    def styles_per_source(self, task: str) -> int:
+        """Outputs per source of `task`: K (`outputs_per_source`) for @latent / @reference tasks, else 1."""
+        return self.outputs_per_source if parse_task(task).styled else 1
 
     def eval_dataloaders(self, split: str) -> list[DataLoader]:
         """One loader per task, in `eval_tasks()` order, each sharded without padding under DDP."""

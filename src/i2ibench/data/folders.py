@@ -261,13 +261,19 @@ class MultiDomainEvalSet(Dataset):
     """Sources of one `src->trg@mode` task, each with K styles: K latents or K reference images.
 
     Styles are seeded by (task, source index, k): the same whatever the batch size or sharding.
-    Items: {x, x_path, task, index, y_src, y_trg} plus `z` (K x latent_dim) or `x_ref` (K x 3 x H x W).
+    Items: {x, x_path, task, index, y_src, y_trg} plus `z` (K x latent_dim) or `x_ref` (K x 3 x H x W),
+    and `gt` (the target image of the same name) when the split is paired. A `src->trg` task (label
+    mode, K = 1) gets a single latent that label-conditioned methods ignore.
     """
 
     def __init__(self, sources: list[Path], task: str, y_src: int, y_trg: int, transform: EvalTransform,
-                 outputs: int, latent_dim: int, references: list[Path] | None = None, seed: int = 0) -> None:
+                 outputs: int, latent_dim: int, references: list[Path] | None = None, seed: int = 0,
+                 gt_paths: list[Path] | None = None) -> None:
+        if gt_paths is not None and [p.stem for p in gt_paths] != [p.stem for p in sources]:
+            raise DataError(f"ground truth for {task} does not match its sources by name")
         self.sources, self.task, self.transform, self.outputs = sources, task, transform, outputs
         self.y_src, self.y_trg, self.latent_dim, self.references, self.seed = y_src, y_trg, latent_dim, references, seed
+        self.gt_paths = gt_paths
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -281,4 +287,6 @@ class MultiDomainEvalSet(Dataset):
         else:
             picks = torch.randint(0, len(self.references), (self.outputs,), generator=generator)
             item["x_ref"] = torch.stack([self.transform.image(load_rgb(self.references[int(k)])) for k in picks])
+        if self.gt_paths is not None:
+            item["gt"] = self.transform.image(load_rgb(self.gt_paths[index]))
         return item

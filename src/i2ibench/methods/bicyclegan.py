@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 
 from i2ibench.data.tasks import parse_task
 from i2ibench.errors import ConfigError
@@ -90,13 +90,17 @@ class BicycleGAN(TranslationModule):
                 raise ConfigError(f"model.init_args.{option}: unknown value {value!r}; use one of {', '.join(choices)}")
         if nz < 1:
             raise ConfigError(f"model.init_args.nz must be a positive integer, got {nz!r} (BicycleGAN: 8)")
-        self.gen = LatentUnetGenerator(nz=nz, **(generator_args or {}))
+        self.gen = self.build_generator(nz, generator_args or {})
         self.encoder = LatentEncoder(nz=nz, **(encoder_args or {}))
         self.disc = MultiScalePatchDiscriminator(**(discriminator_args or {}))  # cVAE-GAN path
         self.disc2 = None if use_same_D else MultiScalePatchDiscriminator(**(discriminator_args or {}))  # cLR-GAN
         self.source, self.target = direction[0], direction[2]
         self.batch_split: BatchSplit | None = None
         self._warned_odd = False
+
+    def build_generator(self, nz: int, generator_args: dict[str, Any]) -> nn.Module:
+        """G(x, z); a subclass with another generator overrides this (LSRAGAN)."""
+        return LatentUnetGenerator(nz=nz, **generator_args)
 
     @property
     def discriminators(self) -> tuple:
@@ -113,8 +117,8 @@ class BicycleGAN(TranslationModule):
         real_a, real_b = batch[self.source], batch[self.target]
         if real_a.shape[0] % 2:  # the reference skips such a batch (model.is_train()): it cannot be halved
             if not self._warned_odd:
-                rank_zero_warn(f"BicycleGAN: skipped a training batch of {real_a.shape[0]} images (an odd batch "
-                               "cannot be split into a cVAE-GAN and a cLR-GAN half), as the reference does")
+                rank_zero_warn(f"{type(self).__name__}: skipped a training batch of {real_a.shape[0]} images (an odd "
+                               "batch cannot be split into a cVAE-GAN and a cLR-GAN half), as the reference does")
                 self._warned_odd = True
             return
         opt_g, opt_e, opt_d, *opt_d2 = self.optimizers()
@@ -137,6 +141,7 @@ class BicycleGAN(TranslationModule):
         mu_random, _ = self.encoder(fake_random)  # gradients reach G through E, never E's weights
         set_requires_grad((self.encoder,), True)
         losses["z_L1"] = F.l1_loss(mu_random, z_random) * hp.lambda_z
+        losses.update(self.extra_generator_losses(a_encoded, b_encoded, fake_encoded, fake_random, z_random))
         g_total = sum(losses.values())
         opt_g.zero_grad(set_to_none=True)
         opt_e.zero_grad(set_to_none=True)
@@ -161,6 +166,15 @@ class BicycleGAN(TranslationModule):
                 optimizer.step()
 
         self.log_losses({**losses, "G_total": g_total, **d_losses}, batch_size=real_a.shape[0])
+
+    def extra_generator_losses(self, source: Tensor, target: Tensor, fake_encoded: Tensor, fake_random: Tensor,
+                               z_random: Tensor) -> dict[str, Tensor]:
+        """Further weighted G terms (none here), added to the G-and-E step with the discriminators frozen.
+
+        source / target: the cVAE half's A and B; fake_encoded = G(source, z ~ E(target)); fake_random =
+        G(source, z_random). A subclass adds terms here (LSRAGAN: perceptual, mode seeking).
+        """
+        return {}
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -190,10 +204,7 @@ class BicycleGAN(TranslationModule):
         size = getattr(getattr(datamodule, "eval_transform", None), "crop_size", None)
         if size is None:
             return
-        if size % self.gen.size_multiple:
-            raise ConfigError(f"data.crop_size {size} does not fit a U-Net with num_downs {self.gen.num_downs}: "
-                              f"image sides must be multiples of {self.gen.size_multiple} (256 px: num_downs 8, "
-                              f"128: 7, 64: 6); set model.init_args.generator_args.num_downs")
+        self.check_generator_size(size)
         if size < 2**self.encoder.downsamplings:
             raise ConfigError(f"data.crop_size {size} is too small for the encoder's {self.encoder.downsamplings} "
                               f"halvings; lower model.init_args.encoder_args.n_blocks")
@@ -207,6 +218,13 @@ class BicycleGAN(TranslationModule):
             raise ConfigError(f"data.crop_size {size} is too small for {num_d} PatchGAN scales with n_layers "
                               f"{n_layers} (the coarsest sees {side} px); lower discriminator_args.n_layers or num_D")
 
+    def check_generator_size(self, size: int) -> None:
+        """Refuse a crop size the generator cannot take (the U-Net: multiples of 2**num_downs)."""
+        if size % self.gen.size_multiple:
+            raise ConfigError(f"data.crop_size {size} does not fit a U-Net with num_downs {self.gen.num_downs}: "
+                              f"image sides must be multiples of {self.gen.size_multiple} (256 px: num_downs 8, "
+                              f"128: 7, 64: 6); set model.init_args.generator_args.num_downs")
+
     def on_fit_start(self) -> None:
         super().on_fit_start()
         check_epoch_schedule(self.trainer, self.hparams.n_epochs, self.hparams.n_epochs_decay)
@@ -216,9 +234,14 @@ class BicycleGAN(TranslationModule):
         hp = self.hparams
         rates = f"G, E, D{'' if hp.use_same_D else ', D2'} {hp.lr:g} (Adam betas {hp.beta1:g}, {hp.beta2:g})"
         lines = epoch_schedule_lines(self.trainer, self.batch_split, hp.n_epochs, hp.n_epochs_decay, rates)
-        lines.append(f"{hp.direction}, each batch halved: cVAE-GAN (L1 x {hp.lambda_L1:g}, KL x {hp.lambda_kl:g}) "
-                     f"and cLR-GAN (latent regression x {hp.lambda_z:g}, G only); {hp.gan_mode} GAN, nz {hp.nz}")
+        lines.append(self.objective_summary())
         announce(self.trainer, type(self).__name__, lines, self.batch_split)
+
+    def objective_summary(self) -> str:
+        """The one line of the start-of-training announcement that states the objective."""
+        hp = self.hparams
+        return (f"{hp.direction}, each batch halved: cVAE-GAN (L1 x {hp.lambda_L1:g}, KL x {hp.lambda_kl:g}) "
+                f"and cLR-GAN (latent regression x {hp.lambda_z:g}, G only); {hp.gan_mode} GAN, nz {hp.nz}")
 
     # -- evaluation ----------------------------------------------------------------------------
     def eval_tasks(self, domains: tuple[str, ...]) -> list[str]:
@@ -230,8 +253,8 @@ class BicycleGAN(TranslationModule):
         """N x K x 3 x H x W: each source `x` under its K latents `z` or K references' codes E(`x_ref`) (mu)."""
         spec = parse_task(task)
         if (spec.source, spec.target) != (self.source, self.target):
-            raise ValueError(f"this BicycleGAN translates {self.source}->{self.target} only (one direction per "
-                             f"model), not {task!r}")
+            raise ValueError(f"this {type(self).__name__} translates {self.source}->{self.target} only (one "
+                             f"direction per model), not {task!r}")
         x = batch["x"]
         if spec.mode == "latent":
             codes = batch["z"].to(x)
@@ -239,7 +262,7 @@ class BicycleGAN(TranslationModule):
             refs = batch["x_ref"]
             codes = self.encoder(refs.flatten(0, 1))[0].view(refs.shape[0], refs.shape[1], -1)
         else:
-            raise ValueError(f"BicycleGAN is evaluated @latent or @reference, not {task!r}")
+            raise ValueError(f"{type(self).__name__} is evaluated @latent or @reference, not {task!r}")
         if codes.shape[-1] != self.hparams.nz:
             raise ValueError(f"latents of size {codes.shape[-1]} for a model with nz {self.hparams.nz}")
         return torch.stack([self.gen(x, codes[:, k]) for k in range(codes.shape[1])], dim=1)

@@ -29,7 +29,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 
 from i2ibench import files
-from i2ibench.data.tasks import parse_task
+from i2ibench.data.tasks import parse_task, rename_domains
 from i2ibench.metrics.evaluator import Evaluator
 from i2ibench.metrics.record import build_record
 from i2ibench.metrics.suite import DistributionSettings
@@ -55,12 +55,19 @@ class EvaluationCallback(Callback):
         output_dir: where JSON records go (default: <default_root_dir>/eval).
         checkpoint_selection: how the evaluated checkpoint was chosen, for `test` records
             (last, best-on-validation); in-training evaluations are marked `in-training`.
+        domain_names: the dataset's names of domains A and B (e.g. {"A": "cat", "B": "dog"}) when a
+            two-domain model is trained on one pair of a multi-domain dataset: records and logs name its
+            tasks as the multi-domain methods' (`cat->dog@latent`), so that the bench's tables line them up.
+        dataset_name: the name records file the dataset under (default: `data.dataset`); the bench names
+            a pair's view by the multi-domain dataset it is part of.
     """
 
     def __init__(self, method: str | None = None, weights: str | None = None, kid_subset_size: int | None = None,
                  kid_subsets: int = 100, is_splits: int = 10, prc_neighborhood: int = 3, seed: int = 2020,
-                 lpips: str = "alex", output_dir: str | None = None, checkpoint_selection: str = "last") -> None:
+                 lpips: str = "alex", output_dir: str | None = None, checkpoint_selection: str = "last",
+                 domain_names: dict[str, str] | None = None, dataset_name: str | None = None) -> None:
         self.method, self.weights, self.lpips = method, weights, lpips
+        self.domain_names, self.dataset_name = dict(domain_names or {}), dataset_name
         self.settings = DistributionSettings(kid_subset_size, kid_subsets, is_splits, prc_neighborhood, seed=seed)
         self.output_dir = Path(output_dir) if output_dir else None
         self.checkpoint_selection = checkpoint_selection
@@ -120,15 +127,17 @@ class EvaluationCallback(Callback):
         datamodule = trainer.datamodule
         split = "test" if trainer.testing else datamodule.eval_split
         tasks = datamodule.eval_tasks()
-        multi_domain = tuple(task for task in tasks if parse_task(task).mode is not None)
-        two_domain = ("source", "gt") if datamodule.is_paired(split) else ("source",)
+        paired = datamodule.is_paired(split)
+        two_domain = ("source", "gt") if paired else ("source",)
         if datamodule.mode == "mask":
             two_domain += ("background",)
-        references = {task: () if task in multi_domain else two_domain for task in tasks}
-        counts = {task: len(datamodule.eval_dataset(split, task)) * (datamodule.outputs_per_source
-                                                                     if task in multi_domain else 1) for task in tasks}
+        # multi-domain tasks: no source comparison (the domains differ), the ground truth when paired
+        multi_domain = ("gt",) if paired else ()
+        references = {task: two_domain if parse_task(task).mode is None else multi_domain for task in tasks}
+        counts = {task: len(datamodule.eval_dataset(split, task)) * datamodule.styles_per_source(task) for task in tasks}
+        styled = tuple(task for task in tasks if parse_task(task).styled)
         sync_device = pl_module.device if trainer.world_size > 1 else None
-        self.evaluator.begin(references, counts, sync_device, diversity=multi_domain)
+        self.evaluator.begin(references, counts, sync_device, diversity=styled)
         self._counts = counts
         self._nonfinite.clear()
         self._nonfinite_example.clear()
@@ -140,6 +149,8 @@ class EvaluationCallback(Callback):
         task = parse_task(batch["task"][0])
         fake = self._guard_finite(task.name, fake, batch)
         references = {}
+        if task.mode is not None and "gt" in batch:  # paired multi-domain: the first style against the ground truth
+            references["gt"] = batch["gt"]
         if task.mode is None:  # two-domain: content against the source (and the ground truth when paired)
             references["source"] = batch[task.source]
             if f"{task.target}_gt" in batch:
@@ -200,6 +211,9 @@ class EvaluationCallback(Callback):
                 agree=lambda hit: strategy.broadcast(hit, src=0), is_writer=trainer.is_global_zero,
                 barrier=strategy.barrier)
         metrics, unavailable = self.evaluator.finish(real)
+        if self.domain_names:
+            metrics, unavailable = ({rename_domains(task, self.domain_names): v for task, v in table.items()}
+                                    for table in (metrics, unavailable))
         for task, values in metrics.items():
             for name, value in values.items():
                 if value is not None and (name in LOGGED or name.split("_")[0] in ("ssim", "psnr", "lpips")):
@@ -245,8 +259,10 @@ class EvaluationCallback(Callback):
                         "world_size": trainer.world_size, "accelerator": type(trainer.accelerator).__name__},
         }
         return build_record(
-            dataset={"name": str(datamodule.dataset), "root": str(datamodule.layout.root), "split": split,
-                     "paired": datamodule.is_paired(split)},
+            dataset={"name": self.dataset_name or str(datamodule.dataset), "root": str(datamodule.layout.root),
+                     "split": split,
+                     "paired": datamodule.is_paired(split),
+                     **({"domain_names": self.domain_names} if self.domain_names else {})},
             method=self.method or type(pl_module).__name__, config=config, seed=datamodule.seed,
             step=step, epoch=epoch,
             checkpoint={"selection": selection, "path": str(trainer.ckpt_path) if trainer.ckpt_path else None},
