@@ -35,12 +35,12 @@ CPU_SIZES = {"cyclegan": (128, 1), "ssim-lsgan": (128, 1), "densenet-cyclegan": 
              "inception-cyclegan": (128, 1), "mask-cyclegan": (128, 1), "instagan": (128, 1), "stargan-v2": (128, 2),
              "gan-alone": (128, 1), "cut": (128, 1), "fastcut": (128, 1), "dualgan": (128, 1), "pix2pix": (128, 1),
              "bicyclegan": (128, 2), "sragan": (128, 1), "lsragan": (128, 2), "stargan": (128, 2),
-             "drit": (128, 2), "msgan": (128, 2)}
+             "drit": (128, 2), "msgan": (128, 2), "munit": (128, 1)}
 PAPER_SIZES = {"cyclegan": (256, 1), "ssim-lsgan": (128, 1), "densenet-cyclegan": (256, 1),
                "inception-cyclegan": (256, 1), "mask-cyclegan": (256, 1), "instagan": (256, 1), "stargan-v2": (256, 8),
                "gan-alone": (256, 1), "cut": (256, 1), "fastcut": (256, 1), "dualgan": (256, 1), "pix2pix": (256, 1),
                "bicyclegan": (256, 2), "sragan": (256, 1), "lsragan": (256, 2), "stargan": (128, 16),
-               "drit": (216, 2), "msgan": (216, 2)}
+               "drit": (216, 2), "msgan": (216, 2), "munit": (256, 1)}
 # Networks sized for the image: the reference's 128 px variants where its 256 px one cannot take 128 px
 # (unet_128: 7 levels; BicycleGAN's resnet_128 encoder and basic_128_multi discriminators), and
 # DualGAN's critic head, which is built for one image size.

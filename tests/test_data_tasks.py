@@ -57,3 +57,25 @@ def test_label_tasks_have_one_output_per_source_and_no_ground_truth_when_unpaire
     assert not datamodule.is_paired("test") and datamodule.styles_per_source("A->B") == 1
     item = datamodule.eval_dataset("test", "A->B")[0]
     assert (item["y_src"], item["y_trg"]) == (0, 1) and "gt" not in item and item["z"].shape[0] == 1
+
+
+def test_samples_per_epoch_sets_the_unaligned_epoch_and_is_refused_for_pairs(builtin_root, tmp_path):
+    """MUNIT counts iterations: its epoch is `samples_per_epoch` draws, cycling through A; pairs refuse it."""
+    from i2ibench.errors import ConfigError
+
+    datamodule = tiny_datamodule(builtin_root, mode="unaligned", samples_per_epoch=23)
+    datamodule.setup("fit")
+    sampler = datamodule.train_dataloader().sampler
+    draws = list(sampler)
+    assert len(sampler) == len(draws) == 23
+    size_a = len(datamodule.images["train"]["A"])
+    visits = [draw[0] for draw in draws]
+    # successive random orders of A: no image twice before every image once
+    for start in range(0, 23, size_a):
+        chunk = visits[start:start + size_a]
+        assert len(set(chunk)) == len(chunk)
+    assert set(visits) == set(range(size_a)) if 23 >= size_a else len(set(visits)) == 23
+    paired = tiny_datamodule(paired_multi_folder(tmp_path / "data", builtin_root), mode="paired", samples_per_epoch=5)
+    paired.setup("fit")
+    with pytest.raises(ConfigError, match="samples_per_epoch"):
+        paired.train_dataloader()

@@ -23,6 +23,7 @@ from i2ibench.data.masks import ORDERS, MaskedEvalImages, MaskedUnalignedDataset
 from i2ibench.data.masks import report as report_masks
 from i2ibench.data.paired import AlignedDataset, AlignedSampler, as_two_domain, pair_by_stem, pair_size_problems
 from i2ibench.data.tasks import parse_task, two_domain_tasks
+from i2ibench.errors import ConfigError
 from i2ibench.data.transforms import EvalTransform, StarGANTrainTransform, TrainTransform
 from i2ibench.errors import ConfigError
 
@@ -55,8 +56,9 @@ class I2IDataModule(pl.LightningDataModule):
             `data.masks`) or `auto` (multi-domain for a multi-domain layout, else unaligned).
         latent_dim: multi-domain: size of the latents `z`, `z2` drawn for each training item.
         outputs_per_source: multi-domain evaluation: styles (latents or references) per source.
-        samples_per_epoch: multi-domain: draws per epoch (sampling is with replacement); None: the
-            number of training images.
+        samples_per_epoch: multi-domain and unaligned two-domain: draws per epoch (multi-domain sampling
+            is with replacement; unaligned visits A in a random order, cycling); None: the number of
+            training images (unaligned: max(|A|, |B|)). Refused in paired mode, whose epochs are the pairs.
         max_instances, max_instances_eval: mask mode: instance slots per image in training (InstaGAN: 4)
             and in evaluation (20).
         mask_order: mask mode: `decreasing` area (the reference's default) or `random` order in training.
@@ -166,6 +168,9 @@ class I2IDataModule(pl.LightningDataModule):
                             f"{list(self.domains)}; multi-domain methods use `data.mode: multi-domain`.")
         paths_a, paths_b = (self.images["train"][d] for d in self.domains)
         if self.mode == "paired":  # aligned by setup(): paths_b[i] is the counterpart of paths_a[i]
+            if self.samples_per_epoch:
+                raise ConfigError("data.samples_per_epoch is not used in paired mode (an epoch is every pair "
+                                  "once, as Pix2Pix and BicycleGAN count): remove it")
             dataset = AlignedDataset(paths_a, paths_b, self.train_transform)
             sampler = AlignedSampler(len(paths_a), seed=self.seed)
             return self._loader(self._cached(dataset), self.batch_size, sampler=sampler, loader_class=ResumableDataLoader)
@@ -174,7 +179,7 @@ class I2IDataModule(pl.LightningDataModule):
                                              self.max_instances, self.mask_order)
         else:
             dataset = UnalignedDataset(paths_a, paths_b, self.train_transform)
-        sampler = UnalignedSampler(len(paths_a), len(paths_b), seed=self.seed)
+        sampler = UnalignedSampler(len(paths_a), len(paths_b), seed=self.seed, length=self.samples_per_epoch)
         return self._loader(self._cached(dataset), self.batch_size, sampler=sampler, loader_class=ResumableDataLoader)
 
     def _cached(self, dataset: Dataset) -> Dataset:

@@ -93,24 +93,31 @@ class UnalignedDraw(NamedTuple):
 class UnalignedSampler(Sampler[UnalignedDraw]):
     """Unaligned sampling as the CycleGAN reference does it, but seeded per epoch.
 
-    An epoch has max(|A|, |B|) samples; A is visited in a random order (index mod |A|), and each
-    A image gets a B image drawn uniformly at random (`UnalignedDataset` in the reference).
+    An epoch has max(|A|, |B|) samples (or `length`, for methods that count iterations: MUNIT); A is
+    visited in a random order (index mod |A|), and each A image gets a B image drawn uniformly at
+    random (`UnalignedDataset` in the reference).
     """
 
-    def __init__(self, size_a: int, size_b: int, seed: int = 0, shuffle: bool = True) -> None:
-        self.size_a, self.size_b, self.seed, self.shuffle = size_a, size_b, seed, shuffle
+    def __init__(self, size_a: int, size_b: int, seed: int = 0, shuffle: bool = True,
+                 length: int | None = None) -> None:
+        self.size_a, self.size_b, self.seed, self.shuffle, self.length = size_a, size_b, seed, shuffle, length
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return max(self.size_a, self.size_b)
+        return self.length or max(self.size_a, self.size_b)
 
     def __iter__(self) -> Iterator[UnalignedDraw]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         length = len(self)
-        order = torch.randperm(length, generator=generator) if self.shuffle else torch.arange(length)
+        if self.length is None:
+            order = torch.randperm(length, generator=generator) if self.shuffle else torch.arange(length)
+        else:  # successive random orders of A, so that any length visits A evenly (a prefix of one order if shorter)
+            rounds = -(-length // self.size_a)
+            order = torch.cat([torch.randperm(self.size_a, generator=generator) if self.shuffle
+                               else torch.arange(self.size_a) for _ in range(rounds)])[:length]
         index_b = torch.randint(0, self.size_b, (length,), generator=generator)
         seeds = torch.randint(0, 2**62, (length,), generator=generator)
         for k in range(length):
