@@ -95,3 +95,16 @@ def test_decoded_image_cache_gives_the_same_batches(builtin_root):
         for a, b in zip(plain.train_dataloader(), cached.train_dataloader()):
             torch.testing.assert_close(a["A"], b["A"])
             torch.testing.assert_close(a["B"], b["B"])
+
+
+def test_channels_last_reaches_networks_a_method_builds_in_its_own_setup(builtin_root, tmp_path):
+    """StarGAN v2 with num_domains from the dataset builds its networks in `setup`, which Lightning calls
+    after the callbacks' `setup`: the layout must still reach them (it did not when applied in `setup`)."""
+    from i2ibench.methods.stargan_v2 import StarGANv2
+
+    model = StarGANv2(img_size=32, base_dim=8, max_conv_dim=16, num_domains=None)
+    trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=1,
+                          callbacks=[SpeedOptions(channels_last=True, fused_adam=False)])
+    trainer.fit(model, tiny_datamodule(builtin_root, mode="multi-domain", batch_size=2, samples_per_epoch=2))
+    conv = next(m for m in model.generator.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()

@@ -35,11 +35,28 @@ class SpeedOptions(Callback):
         # Before configure_optimizers, which builds Adam through TranslationModule.adam.
         if hasattr(pl_module, "adam_implementation"):
             pl_module.adam_implementation = {"fused": True} if self.fused_adam else {}
-        if self.channels_last:
-            pl_module.to(memory_format=torch.channels_last)
-        if self.compile and stage == "fit":
+
+    # Networks are changed once the module's own `setup` has run: Lightning calls callbacks' `setup`
+    # first, and a method may build networks there (StarGAN v2 with num_domains from the dataset).
+    # `.to(memory_format=...)` and `compile` keep parameter identity, so the optimisers stay valid.
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._apply_layout(pl_module)
+        if self.compile:
             for net in pl_module.children():
                 net.compile(mode=None if self.compile_mode == "default" else self.compile_mode)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._apply_layout(pl_module)
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self._apply_layout(pl_module)
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._apply_layout(pl_module)
+
+    def _apply_layout(self, pl_module: pl.LightningModule) -> None:
+        if self.channels_last:
+            pl_module.to(memory_format=torch.channels_last)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if self.channels_last and isinstance(batch, dict):
