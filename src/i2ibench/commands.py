@@ -61,23 +61,37 @@ def _split_extra(argv: list[str]) -> tuple[list[str], str, list[str]]:
 
 def _compare(argv: list[str]) -> int:
     from i2ibench import files
-    from i2ibench.bench.report import compare
+    from i2ibench.bench.report import SELECTIONS, compare
 
-    parser = argparse.ArgumentParser(prog="i2ibench compare",
-                                     description="Side-by-side table of two result folders (results/<dataset>/<protocol>).")
+    parser = argparse.ArgumentParser(prog="i2ibench compare", description=(
+        "Two result folders (results/<dataset>/<protocol>) side by side: per task, method and metric, B - A "
+        "and whether it is beyond the uncertainty of both (paired over seeds and over test images where both "
+        "have them): `A better`, `B better`, `not significant` or `no uncertainty`."))
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
-    parser.add_argument("--selection", default="last", choices=("last", "best-on-validation"))
+    parser.add_argument("--selection", default="last", choices=SELECTIONS,
+                        help="checkpoint selection to compare (best-on-test: only if both benches made it)")
+    parser.add_argument("--level", type=_level, default=0.95, help="confidence level of the intervals (default 0.95)")
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     for folder in (args.a, args.b):
         if not (folder / "results.json").is_file():
             parser.exit(2, f"i2ibench compare: error: {folder}/results.json not found (run `i2ibench bench` first)\n")
-    table = compare(args.a, args.b, args.selection)
+    table = compare(args.a, args.b, args.selection, args.level)
     print(table)
     if args.out:
         files.write_text(args.out, table)
     return 0
+
+
+def _level(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (e.g. 0.95), got {text!r}")
+    return value
 
 
 def _data(argv: list[str]) -> int:

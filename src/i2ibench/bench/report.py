@@ -5,6 +5,13 @@ others, with checkpoint selection `reference`: they appear in every task table o
 checkpoint selection, in italics and tagged "(reference)", and are never bold: the best value
 of a column is chosen among the methods only. Their card is checked like a method's (†).
 
+Every cell carries its uncertainty: mean ± std over seeds (2+ seeds) and the bootstrap interval
+over test images that the records carry (`metrics.bootstrap`; the seeds' mean interval when
+several); bold and tie marks follow `bench.uncertainty.rank_marks`. Distribution metrics sit
+beside N (the images evaluated); when N < 2048, KID (unbiased at any N) is the headline column
+before FID (rank-deficient there, ‡). Every table states its checkpoint selection
+(`SELECTION_RULES`); `best-on-test` is derived from in-training test evaluations only on request.
+
 Failed runs (`failed`: row name -> {seed: reason}, from the runner) show no numbers: their
 reason is listed above the tables, and a row with any failed seed reads "failed" in every cell,
 because a mean over only the seeds that survived would favour the unstable. Their records (from
@@ -23,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from i2ibench import files
+from i2ibench.bench import uncertainty as U
 
 # (record key, column title, which is better: "lower", "higher" or "half" (closest to 0.5), display scale)
 COLUMNS = [
@@ -36,7 +44,22 @@ COLUMNS = [
     ("ssim_background", "SSIM(bg)", "higher", 1), ("psnr_background", "PSNR(bg)", "higher", 1),
     ("lpips_background", "LPIPS(bg)", "lower", 1), ("lpips_diversity", "LPIPS div.", "higher", 1),
 ]
-SELECTIONS = ("last", "best-on-validation")
+SELECTIONS = ("last", "best-on-validation", "best-on-test")
+BEST_ON_TEST = "best-on-test"
+# What each checkpoint selection means, stated under every table.
+SELECTION_RULES = {
+    "last": "`last`: the weights at the end of training; no selection (the default).",
+    "best-on-validation": "`best-on-validation`: the checkpoint with the lowest mean validation FID over the "
+                          "tasks (val/fid_mean) among those evaluated during training; the test split took no "
+                          "part in choosing it.",
+    BEST_ON_TEST: "`best-on-test` ⚠ OPTIMISTIC: per run, the in-training evaluation with the lowest mean TEST FID "
+                  "over the tasks; the test set chose the checkpoint, so its numbers are biased in the method's "
+                  "favour. The convention of the CUT (Park et al. 2020) and UNSB (Kim et al. 2023) papers: compare "
+                  "these numbers only with numbers selected the same way. Shown only on request.",
+}
+FID_FULL_RANK = 2048  # as metrics.distribution: below it FID is rank-deficient, and KID is the headline
+IN_TRAINING = "in-training"
+NON_SCALAR = ("intervals", "bootstrap_replicates")  # per-task record entries that are not one number
 REFERENCE = "reference"  # the checkpoint selection of reference rows (and their key in the summary)
 ARROW = {"lower": "↓", "higher": "↑", "half": "→0.5"}  # 1-NN two-sample accuracy is ideal at 0.5
 CARD_NOTES = ("lpips",)  # card entries that only describe availability, not the protocol of a number
@@ -89,6 +112,7 @@ def summarize(records: list[dict], exclude: Iterable[str] = (), selections: Iter
     """
     exclude, selections = set(exclude), tuple(selections)
     values: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    intervals: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
     for record in records:
         selection = record["checkpoint"]["selection"]
         if selection not in selections or record["method"] in exclude:
@@ -97,6 +121,9 @@ def summarize(records: list[dict], exclude: Iterable[str] = (), selections: Iter
             for name, value in metrics.items():
                 if (number := as_number(value)) is not None:
                     values[selection][task][record["method"]][name].append(number)
+            for name, interval in (metrics.get("intervals") or {}).items():
+                if interval is not None:
+                    intervals[selection][task][record["method"]][name].append([as_number(v) for v in interval])
     summary: dict = {}
     for selection, tasks in values.items():
         for task, methods in tasks.items():
@@ -106,8 +133,18 @@ def summarize(records: list[dict], exclude: Iterable[str] = (), selections: Iter
                     mean = statistics.fmean(numbers) if len(finite) == len(numbers) else float("inf")
                     std = statistics.stdev(numbers) if len(numbers) > 1 and len(finite) == len(numbers) else None
                     summary.setdefault(selection, {}).setdefault(task, {}).setdefault(method, {})[name] = {
-                        "mean": mean, "std": std, "n": len(numbers)}
+                        "mean": mean, "std": std, "n": len(numbers),
+                        "ci": mean_interval(intervals[selection][task][method][name], len(numbers))}
     return summary
+
+
+def mean_interval(intervals: list[list[float]], records: int) -> list[float] | None:
+    """The seeds' mean bootstrap interval, when every record of the cell has one (else None)."""
+    if not intervals or len(intervals) != records:
+        return None
+    if any(v is None for interval in intervals for v in interval):
+        return None
+    return [statistics.fmean(interval[side] for interval in intervals) for side in (0, 1)]
 
 
 def card_key(record: dict) -> str:
@@ -123,17 +160,26 @@ def protocol_cards(records: list[dict]) -> dict[str, dict]:
     return cards
 
 
+def number_text(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1000 or not math.isfinite(value) else f"{value:.0f}"
+
+
 def format_cell(stats: dict | None, scale: float) -> str:
+    """`mean`, then `± std` (2+ seeds), then `[lo, hi]` (the bootstrap interval) when known."""
     if stats is None:
         return "n/a"
-    mean = stats["mean"] * scale
-    text = f"{mean:.4g}" if abs(mean) < 1000 else f"{mean:.0f}"
-    if stats["std"] is not None:
+    text = number_text(stats["mean"] * scale)
+    if stats.get("std") is not None:
         text += f" ± {stats['std'] * scale:.2g}"
+    if stats.get("ci"):
+        low, high = (as_number(v) for v in stats["ci"])
+        if low is not None and high is not None and not (math.isnan(low) or math.isnan(high)):
+            text += f" [{number_text(low * scale)}, {number_text(high * scale)}]"
     return text
 
 
 def best_methods(methods: dict, key: str, direction: str) -> set[str]:
+    """The methods with the best value of `key` (ignoring uncertainty; see `uncertainty.rank_marks`)."""
     # inf is a real value (PSNR of an untouched background) and can be the best; nan never is.
     means = {m: v[key]["mean"] for m, v in methods.items() if key in v and not math.isnan(v[key]["mean"])}
     if not means:
@@ -155,10 +201,7 @@ def markdown(dataset: str, protocol: str, records: list[dict], summary: dict, sk
     majority = max(set(counted), key=counted.count, default=None)
     differs = {m for m, card in cards.items() if card_key({"protocol": card}) != majority}
     seeds = sorted({r["seed"] for r in records if r["seed"] is not None})
-    lines = [f"# {dataset} — {protocol} protocol", "",
-             f"Mean ± std over seeds {seeds} (± only with 2+ seeds). ↓ lower is better, ↑ higher is better; "
-             "the best value of each column among the methods is in **bold**. Test split; rows marked † were "
-             "measured under a different protocol card (see below) and are not comparable with the others.", ""]
+    lines = [f"# {dataset} — {protocol} protocol", "", legend(seeds, json.loads(majority) if majority else {}), ""]
     if references or reference_failure:
         lines += ["Rows in *italics* tagged (reference) are not methods and are never ranked: *copy-input* scores "
                   "the source images as their own translations (the number a method must beat), *real-target* "
@@ -178,30 +221,41 @@ def markdown(dataset: str, protocol: str, records: list[dict], summary: dict, sk
             tested[(record["checkpoint"]["selection"], task)].add(record["method"])
     unavailable = unavailable_reasons(tests)
     reference_rows = summary.get(REFERENCE, {})
+    rank_deficient = False
     for selection in SELECTIONS:
         for task, methods in sorted(summary.get(selection, {}).items()):
+            references_here = reference_rows.get(task, {})
             columns = [c for c in COLUMNS if any(c[0] in v for v in methods.values())
                        or c[0] in unavailable or c[0].removesuffix("_mean") in unavailable]  # IS: n/a, said why
-            lines += [f"## {task} — {selection} checkpoint", "",
-                      "| method | " + " | ".join(f"{title} {ARROW[d]}" for _, title, d, _ in columns) + " |",
-                      "|---|" + "---|" * len(columns)]
-            best = {key: best_methods(methods, key, d) for key, _, d, _ in columns}  # methods only
+            smallest = smallest_set({**methods, **references_here})
+            columns = headline_order(columns, smallest)
+            deficient = smallest is not None and smallest < FID_FULL_RANK
+            rank_deficient |= deficient
+            titles = ["N"] + [f"{title}{'‡' if key == 'fid' and deficient else ''} {ARROW[d]}"
+                              for key, title, d, _ in columns]
+            lines += [f"## {task} — {selection} checkpoint", "", f"Checkpoint selection: {SELECTION_RULES[selection]}",
+                      "", "| method | " + " | ".join(titles) + " |", "|---|" + "---|" * len(titles)]
+            marks = {key: U.rank_marks(methods, key, d) for key, _, d, _ in columns}  # methods only
             failed_here = tested[(selection, task)] & set(failed)  # `methods` (the summary) holds no failed one
             for method in sorted(set(methods) | failed_here):
                 if method in failed_here:
-                    lines.append(f"| {method} | " + " | ".join(["failed"] * len(columns)) + " |")
+                    lines.append(f"| {method} | " + " | ".join(["failed"] * len(titles)) + " |")
                     continue
-                cells = []
+                cells = [sample_size(methods[method])]
                 for key, _, _, scale in columns:
-                    cell = format_cell(methods[method].get(key), scale)
-                    cells.append(f"**{cell}**" if method in best[key] and len(methods) > 1 else cell)
+                    cells.append(marked(format_cell(methods[method].get(key), scale), marks[key].get(method)))
                 mark = " †" if method in differs else ""
                 lines.append(f"| {method}{mark} | " + " | ".join(cells) + " |")
-            for label, values in sorted(reference_rows.get(task, {}).items()):
-                cells = [f"*{format_cell(values.get(key), scale)}*" for key, _, _, scale in columns]
+            for label, values in sorted(references_here.items()):
+                cells = [f"*{sample_size(values)}*"] + [f"*{format_cell(values.get(key), scale)}*"
+                                                        for key, _, _, scale in columns]
                 mark = " †" if label in differs else ""
                 lines.append(f"| *{label}* (reference){mark} | " + " | ".join(cells) + " |")
             lines.append("")
+    if rank_deficient:
+        lines += [f"‡ Fewer than {FID_FULL_RANK} images in a set: FID's covariance is rank-deficient and FID is biased "
+                  "upward by an amount that depends on N; compare it only at equal N. KID (unbiased at any N) is "
+                  "then the headline column, before FID.", ""]
     if skipped:
         lines += ["## Not run", "", "| method | reason |", "|---|---|"]
         lines += [f"| {m} | not applicable: {cell_text(r)} |" for m, r in sorted(skipped.items())]
@@ -219,6 +273,65 @@ def markdown(dataset: str, protocol: str, records: list[dict], summary: dict, sk
         diff = {k: v for k, v in cards[method].items() if json.loads(majority or "{}").get(k) != v and k not in CARD_NOTES}
         lines.append(f"- † {method} differs: {json.dumps(diff)}")
     return "\n".join(lines) + "\n"
+
+
+def legend(seeds: list, card: dict) -> str:
+    """The paragraph under a results title: what a cell holds, what bold and ≈ mean."""
+    resamples, level = card.get("bootstrap_resamples"), card.get("bootstrap_level")
+    interval = (f"the {level:.0%} bootstrap interval over the test images ({resamples} resamples of the "
+                "translated images, the real set fixed; see the protocol card)" if resamples and level else
+                "the bootstrap interval over the test images, where the records carry one")
+    return (f"Each cell: the value (mean ± std over seeds {seeds} when 2+ seeds), then [lo, hi], {interval}; "
+            "with 2+ seeds, the seeds' mean interval. ↓ lower is better, ↑ higher is better, →0.5 closest to 0.5 "
+            "is best. **Bold**: the best of its column among the methods, beyond the uncertainty of every other "
+            "method: its interval (the bootstrap interval, mean ± std, or the hull of both) overlaps none of "
+            f"theirs. {U.TIE}: no such winner; the best value and every method whose interval overlaps it are "
+            "tied. A column where a method's uncertainty is unknown (one seed and no bootstrap interval) is not "
+            "ranked. N: translations evaluated (/ real images, when different), for every distribution metric. "
+            "Test split; rows marked † were measured under a different protocol card (see below) and are not "
+            "comparable with the others.")
+
+
+def column_key(header: str) -> str | None:
+    """The record key of a Markdown table header cell (`FID‡ ↓` -> `fid`, `N` -> `n_fake`), or None:
+    for readers of results.md (the HTML report), whose headers carry marks that may change."""
+    if header.strip() == "N":
+        return "n_fake"
+    title = header.replace("‡", "").strip()
+    for key, name, direction, _ in COLUMNS:
+        if title in (f"{name} {ARROW[direction]}", name):
+            return key
+    return None
+
+
+def marked(cell: str, mark: str | None) -> str:
+    return f"**{cell}**" if mark == "best" else f"{U.TIE}{cell}" if mark == "tie" else cell
+
+
+def smallest_set(rows: dict) -> int | None:
+    """The smallest real or fake set among a table's rows (None when no row says)."""
+    sizes = [int(v[key]["mean"]) for v in rows.values() for key in ("n_real", "n_fake")
+             if key in v and as_number(v[key]["mean"]) is not None]
+    return min(sizes) if sizes else None
+
+
+def headline_order(columns: list[tuple], smallest: int | None) -> list[tuple]:
+    """KID before FID when a set is smaller than FID_FULL_RANK (FID rank-deficient there)."""
+    keys = [c[0] for c in columns]
+    if smallest is None or smallest >= FID_FULL_RANK or "fid" not in keys or "kid_mean" not in keys:
+        return columns
+    kid = columns[keys.index("kid_mean")]
+    rest = [c for c in columns if c[0] != "kid_mean"]
+    at = [c[0] for c in rest].index("fid")
+    return rest[:at] + [kid] + rest[at:]
+
+
+def sample_size(values: dict) -> str:
+    """`n_fake`, or `n_fake / n_real` when they differ; `?` when the record does not say."""
+    n_fake, n_real = (as_number(values.get(key, {}).get("mean")) for key in ("n_fake", "n_real"))
+    if n_fake is None:
+        return "?"
+    return f"{n_fake:.0f}" if n_real is None or n_real == n_fake else f"{n_fake:.0f} / {n_real:.0f}"
 
 
 def reference_section(references: list[dict], failure: str | None, said: set[str] = frozenset()) -> list[str]:
@@ -264,9 +377,15 @@ def csv_text(records: list[dict]) -> str:
     writer.writerow(["dataset", "method", "seed", "split", "selection", "epoch", "step", "task", "metric", "value"])
     for r in records:
         for task, metrics in r["metrics"].items():
+            row = [r["dataset"]["name"], r["method"], r["seed"], r["dataset"]["split"], r["checkpoint"]["selection"],
+                   r["epoch"], r["step"], task]
             for name, value in metrics.items():
-                writer.writerow([r["dataset"]["name"], r["method"], r["seed"], r["dataset"]["split"],
-                                 r["checkpoint"]["selection"], r["epoch"], r["step"], task, name, value])
+                if name not in NON_SCALAR:
+                    writer.writerow(row + [name, value])
+            for name, interval in (metrics.get("intervals") or {}).items():  # bootstrap interval ends
+                if interval is not None:
+                    writer.writerow(row + [f"{name}_ci_low", interval[0]])
+                    writer.writerow(row + [f"{name}_ci_high", interval[1]])
     return out.getvalue()
 
 
@@ -344,10 +463,16 @@ def write_plots(out: Path, records: list[dict]) -> list[Path]:
 
 def write_results(out: Path, run_roots: list[Path], skipped: dict[str, str],
                   failed: dict[str, dict[int, str]], reference_roots: Iterable[Path] = (),
-                  reference_failure: str | None = None) -> None:
-    """results.md / .csv / .json, samples.png and plots/ from the runs' records and the reference rows'."""
+                  reference_failure: str | None = None, *, best_on_test: bool = False) -> None:
+    """results.md / .csv / .json, samples.png and plots/ from the runs' records and the reference rows'.
+
+    `best_on_test`: add the optimistic `best-on-test` tables (`best_on_test_records`); off by default.
+    """
     references = reference_labels(load_records(reference_roots))
-    records = load_records(run_roots) + references
+    records = load_records(run_roots)
+    if best_on_test:
+        records += best_on_test_records(records)
+    records += references
     tests = [r for r in records if r["checkpoint"]["selection"] in SELECTIONS]
     dataset = (tests or references)[0]["dataset"]["name"] if (tests or references) else out.parent.name
     summary = summarize(records, exclude=failed)
@@ -361,40 +486,47 @@ def write_results(out: Path, run_roots: list[Path], skipped: dict[str, str],
                                                        for m, by_seed in failed.items()},
                                             "reference_failure": reference_failure,
                                             "summary": summary,
-                                            "records": [{k: v for k, v in r.items() if k != "_file"} for r in records]})
+                                            "records": [stored(r) for r in records]})
     write_samples(out, run_roots)
     write_plots(out, records)
 
 
-def compare(results_a: Path, results_b: Path, selection: str = "last") -> str:
-    """A side-by-side Markdown table of two result folders: A, B and B - A per method, task and metric.
+def stored(record: dict) -> dict:
+    """A record as results.json keeps it: bootstrap replicates (for `compare`) only in test records."""
+    record = {k: v for k, v in record.items() if k != "_file"}
+    if record["checkpoint"]["selection"] in SELECTIONS:
+        return record
+    metrics = {task: {k: v for k, v in values.items() if k != "bootstrap_replicates"}
+               for task, values in record["metrics"].items()}
+    return {**record, "metrics": metrics}
 
-    † marks a method whose protocol cards differ between A and B: its numbers are not comparable.
-    """
-    loaded = [json.loads((Path(p) / "results.json").read_text()) for p in (results_a, results_b)]
-    cards = [protocol_cards(data["records"]) for data in loaded]
-    summaries = [data["summary"].get(selection, {}) for data in loaded]
-    lines = [f"# compare ({selection} checkpoint)", "", f"- A: {results_a}", f"- B: {results_b}", "",
-             "| task | method | metric | A | B | B − A |", "|---|---|---|---|---|---|"]
-    for task in sorted(set(summaries[0]) & set(summaries[1])):
-        for method in sorted(set(summaries[0][task]) & set(summaries[1][task])):
-            mark = ""
-            if method in cards[0] and method in cards[1] and \
-                    card_key({"protocol": cards[0][method]}) != card_key({"protocol": cards[1][method]}):
-                mark = " †"
-            for key, title, direction, scale in COLUMNS:
-                a, b = (summaries[i][task][method].get(key) for i in (0, 1))
-                if a is None or b is None:
-                    continue
-                a, b = ({**stats, "mean": as_number(stats["mean"])} for stats in (a, b))  # "inf" read back
-                delta = (b["mean"] - a["mean"]) * scale
-                lines.append(f"| {task} | {method}{mark} | {title} {ARROW[direction]} | {format_cell(a, scale)} | "
-                             f"{format_cell(b, scale)} | {delta:+.4g} |")
-    only = [f"{m} ({t}) only in {'AB'[i]}" for i in (0, 1) for t in summaries[i]
-            for m in summaries[i][t] if m not in summaries[1 - i].get(t, {})]
-    if only:
-        lines += ["", "Not in both: " + "; ".join(sorted(set(only)))]
-    if any("†" in line for line in lines):
-        lines += ["", "† protocol cards differ between A and B for this method: the difference is not a "
-                      "like-for-like comparison."]
-    return "\n".join(lines) + "\n"
+
+def best_on_test_records(records: list[dict]) -> list[dict]:
+    """Per run, a copy of its in-training TEST evaluation with the lowest mean FID over tasks, labelled
+    `best-on-test` (optimistic: see SELECTION_RULES). Runs evaluated on a val split in training have none."""
+    by_run: dict[tuple, list[dict]] = defaultdict(list)
+    for record in records:
+        if record["checkpoint"]["selection"] == IN_TRAINING and record["dataset"].get("split") == "test":
+            run = str(Path(record.get("_file", "")).parent.parent)
+            by_run[(record["method"], record["seed"], run)].append(record)
+    chosen = []
+    for candidates in by_run.values():
+        scored = [(mean_fid(r), i, r) for i, r in enumerate(candidates) if mean_fid(r) is not None]
+        if scored:
+            _, _, best = min(scored, key=lambda item: item[:2])
+            chosen.append({**best, "checkpoint": {"selection": BEST_ON_TEST, "path": None,
+                                                  "chosen_from": f"{len(candidates)} in-training test evaluations",
+                                                  "epoch": best.get("epoch"), "step": best.get("step")}})
+    return chosen
+
+
+def mean_fid(record: dict) -> float | None:
+    values = [as_number(metrics.get("fid")) for metrics in record["metrics"].values()]
+    return statistics.fmean(values) if values and None not in values else None
+
+
+def compare(results_a: Path, results_b: Path, selection: str = "last", level: float = 0.95) -> str:
+    """Per task, method and metric: A, B, B − A, its uncertainty and a verdict (`bench.comparison`)."""
+    from i2ibench.bench.comparison import compare_results
+
+    return compare_results(Path(results_a), Path(results_b), selection, level)

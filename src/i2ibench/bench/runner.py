@@ -205,12 +205,15 @@ def plan(dataset: str, protocol: dict, methods: list[str] | None, seeds: list[in
 
 def bench(dataset: str, protocol_name: str = "smoke", methods: list[str] | None = None,
           seeds: list[int] | None = None, results_dir: Path = Path("results"), runs_dir: Path = Path("runs"),
-          extra: list[str] | None = None) -> int:
+          extra: list[str] | None = None, best_on_test: bool = False) -> int:
+    """`best_on_test`: also the optimistic tables at each run's best in-training test evaluation (the
+    CUT / UNSB papers' convention; only datasets without a val split evaluate the test set in training)."""
     protocol = load_protocol(protocol_name)
     layout, runs, skipped = plan(dataset, protocol, methods, seeds, runs_dir)
     out = results_dir / dataset_label(dataset) / protocol["protocol"]
     references = runs_dir / dataset_label(dataset) / protocol["protocol"] / reference_rows.FOLDER
-    return execute(runs, dataset, protocol, layout, extra or [], out, skipped, reference_dir=references)
+    return execute(runs, dataset, protocol, layout, extra or [], out, skipped, reference_dir=references,
+                   best_on_test=best_on_test)
 
 
 def ablate(path: Path, dataset: str | None = None, protocol_name: str | None = None, seeds: list[int] | None = None,
@@ -255,7 +258,8 @@ def reference_arguments(runs: list[Run], dataset: str, protocol: dict, layout: L
 
 
 def execute(runs: list[Run], dataset: str, protocol: dict, layout: Layout, extra: list[str], out: Path,
-            skipped: dict[str, str], group: str | None = None, reference_dir: Path | None = None) -> int:
+            skipped: dict[str, str], group: str | None = None, reference_dir: Path | None = None,
+            best_on_test: bool = False) -> int:
     """Compute the reference rows (once), run what is not done yet (each in its own process), then
     write the result tables.
 
@@ -287,7 +291,8 @@ def execute(runs: list[Run], dataset: str, protocol: dict, layout: Layout, extra
             print(f"{label}: failed after {elapsed}: {reason}", flush=True)
         else:
             print(f"{label}: finished in {elapsed}", flush=True)
-    report.write_results(out, [run.root for run in runs], skipped, failed, reference_roots, reference_failure)
+    report.write_results(out, [run.root for run in runs], skipped, failed, reference_roots, reference_failure,
+                         best_on_test=best_on_test)
     print(f"\nresults: {out}/results.md")
     if failed:
         count = sum(len(seeds) for seeds in failed.values())

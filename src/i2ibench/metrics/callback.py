@@ -54,7 +54,10 @@ class EvaluationCallback(Callback):
         lpips: LPIPS backbone (alex, vgg, squeeze), random-alex (plumbing tests only) or off.
         output_dir: where JSON records go (default: <default_root_dir>/eval).
         checkpoint_selection: how the evaluated checkpoint was chosen, for `test` records
-            (last, best-on-validation); in-training evaluations are marked `in-training`.
+            (last, best-on-validation); in-training evaluations are marked `in-training` (the
+            report's optional best-on-test selection is made from in-training test records).
+        bootstrap_resamples, bootstrap_level: the percentile intervals over test images saved with every
+            number (`metrics/bootstrap.py`); 0 resamples switches them off.
         domain_names: the dataset's names of domains A and B (e.g. {"A": "cat", "B": "dog"}) when a
             two-domain model is trained on one pair of a multi-domain dataset: records and logs name its
             tasks as the multi-domain methods' (`cat->dog@latent`), so that the bench's tables line them up.
@@ -65,10 +68,12 @@ class EvaluationCallback(Callback):
     def __init__(self, method: str | None = None, weights: str | None = None, kid_subset_size: int | None = None,
                  kid_subsets: int = 100, is_splits: int = 10, prc_neighborhood: int = 3, seed: int = 2020,
                  lpips: str = "alex", output_dir: str | None = None, checkpoint_selection: str = "last",
-                 domain_names: dict[str, str] | None = None, dataset_name: str | None = None) -> None:
+                 domain_names: dict[str, str] | None = None, dataset_name: str | None = None,
+                 bootstrap_resamples: int = 1000, bootstrap_level: float = 0.95) -> None:
         self.method, self.weights, self.lpips = method, weights, lpips
         self.domain_names, self.dataset_name = dict(domain_names or {}), dataset_name
-        self.settings = DistributionSettings(kid_subset_size, kid_subsets, is_splits, prc_neighborhood, seed=seed)
+        self.settings = DistributionSettings(kid_subset_size, kid_subsets, is_splits, prc_neighborhood, seed=seed,
+                                             bootstrap_resamples=bootstrap_resamples, bootstrap_level=bootstrap_level)
         self.output_dir = Path(output_dir) if output_dir else None
         self.checkpoint_selection = checkpoint_selection
         self.evaluator: Evaluator | None = None

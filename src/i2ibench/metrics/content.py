@@ -17,10 +17,12 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from i2ibench import ssim
+from i2ibench.metrics import bootstrap as BS
 from i2ibench.metrics.inception import to_uint8
 from i2ibench.metrics.suite import IndexedSamples
 
@@ -170,3 +172,15 @@ class ContentMetrics(IndexedSamples):
             values = per_image[name]
             out[name] = None if torch.isnan(values).all() else float(values.double().nanmean())
         return out
+
+    def bootstrap(self, resample: BS.Resample) -> dict[str, np.ndarray]:
+        """Replicates of each metric's mean over `resample`'s counts of sources (NaN values left out).
+
+        Metrics without any value (LPIPS unavailable) get none.
+        """
+        per_image = self.ordered()
+        if resample.counts.shape[1] != len(per_image["index"]):
+            raise ValueError(f"bootstrap: {resample.counts.shape[1]} resampled sources for "
+                             f"{len(per_image['index'])} evaluated ones")
+        return {name: BS.mean_replicates(per_image[name].numpy(), resample.counts)
+                for name in self.names if not torch.isnan(per_image[name]).all()}

@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor
 
+from i2ibench.metrics import bootstrap as BS
 from i2ibench.metrics import cache
 from i2ibench.metrics.content import CONTENT_CARD, ContentMetrics, load_lpips
 from i2ibench.metrics.inception import InceptionExtractor, to_uint8
@@ -42,6 +43,7 @@ class Evaluator:
         self.suites: dict[str, MetricSuite] = {}
         self.content: dict[str, ContentMetrics] = {}
         self.timings: dict[str, float] = {}
+        self.styles: dict[str, int] = {}  # outputs per source of each task (K > 1: multi-style)
 
     @property
     def device(self) -> torch.device:
@@ -61,7 +63,9 @@ class Evaluator:
         self.suites = {task: MetricSuite(self.settings, sync_device, unavailable, counts[task]) for task in references}
         self.content = {task: ContentMetrics(refs, self.lpips_model, sync_device, task in diversity)
                         for task, refs in references.items()}
-        self.timings = {"features_s": 0.0, "content_s": 0.0, "real_features_s": 0.0, "scores_s": 0.0}
+        self.timings = {"features_s": 0.0, "content_s": 0.0, "real_features_s": 0.0, "scores_s": 0.0,
+                        "bootstrap_s": 0.0}
+        self.styles = {task: 1 for task in references}
         self._sync_device = sync_device
 
     @torch.no_grad()
@@ -74,7 +78,7 @@ class Evaluator:
         start = time.perf_counter()
         flat, flat_index = fake, index
         if fake.dim() == 5:
-            styles = fake.shape[1]
+            styles = self.styles[task] = fake.shape[1]
             flat = fake.flatten(0, 1)
             flat_index = (index.view(-1, 1) * styles + torch.arange(styles, device=index.device)).flatten()
         features, logits = self.extractor(to_uint8(flat))
@@ -114,17 +118,36 @@ class Evaluator:
 
     # -- results -------------------------------------------------------------------------------
     def finish(self, real_features: dict[str, Tensor]) -> tuple[dict, dict]:
-        """Metrics and unavailable-metric reasons per task, given each task's real features."""
-        start = time.perf_counter()
+        """Metrics and unavailable-metric reasons per task, given each task's real features.
+
+        With `settings.bootstrap_resamples`, each task's metrics also hold `intervals` ({metric: [lo, hi]},
+        the bootstrap percentile interval over the evaluated images) and `bootstrap_replicates` ({metric:
+        base64 float32 replicates}, for paired comparisons); the other keys are unchanged.
+        """
         metrics, unavailable = {}, {}
         for task, suite in self.suites.items():
+            start = time.perf_counter()
             values, reasons = suite.score(real_features[task])
             values.update(self.content[task].means())
             if self.lpips_model is None:
                 reasons.update({name: self.lpips_status for name in values if name.startswith("lpips_")})
+            self.timings["scores_s"] += time.perf_counter() - start
+            if self.settings.bootstrap_resamples:
+                start = time.perf_counter()
+                values.update(self._bootstrap(task, real_features[task], values))
+                self.timings["bootstrap_s"] += time.perf_counter() - start
             metrics[task], unavailable[task] = values, reasons
-        self.timings["scores_s"] += time.perf_counter() - start
         return metrics, unavailable
+
+    def _bootstrap(self, task: str, real_features: Tensor, values: dict) -> dict:
+        """`intervals` and `bootstrap_replicates` of one task: one set of resamples for all its metrics."""
+        n_sources = len(self.content[task].ordered()["index"])
+        resample = BS.Resample.draw(n_sources, self.settings.bootstrap_resamples, self.settings.seed, task,
+                                    self.styles.get(task, 1))
+        replicates = {**self.suites[task].bootstrap(real_features, resample, values),
+                      **self.content[task].bootstrap(resample)}
+        return BS.record_entries(replicates, values, self.settings.bootstrap_level,
+                                 resample.describe(task, self.settings.seed))
 
     def card(self, image_size: int | None) -> dict:
         """The protocol card saved with every number."""

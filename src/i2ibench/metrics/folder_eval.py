@@ -197,7 +197,11 @@ def format_table(record: dict) -> str:
     for task, values in record["metrics"].items():
         lines.append(f"{'metric':<22}{task}")
         for name, value in values.items():
+            if name in ("intervals", "bootstrap_replicates"):  # shown beside each value / kept in the JSON
+                continue
             shown = "unavailable" if value is None else (f"{value:.6g}" if isinstance(value, float) else str(value))
+            if interval := values.get("intervals", {}).get(name):
+                shown += f"  [{interval[0]:.6g}, {interval[1]:.6g}]"
             lines.append(f"{name:<22}{shown}")
         for name, reason in record["unavailable"].get(task, {}).items():
             lines.append(f"  {name}: {reason}")
