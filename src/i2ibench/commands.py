@@ -1,4 +1,5 @@
-"""The `i2ibench` verbs that are not Lightning runs: eval, bench, compare, data. Each parses its own arguments."""
+"""The `i2ibench` verbs that are not Lightning runs: eval, bench, compare, report, data. Each parses its own
+arguments."""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ def _bench(argv: list[str]) -> int:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     parser.add_argument("--devices", help="devices per run (Lightning's --trainer.devices); >1 runs DDP")
     parser.add_argument("--num-nodes", type=int, help="nodes per run (Lightning's --trainer.num_nodes)")
+    parser.add_argument("--best-on-test", action="store_true",
+                        help="also tables at each run's best in-training TEST evaluation (optimistic: the CUT / UNSB "
+                             "papers' convention; only datasets without a val split evaluate the test set in training)")
     own, _, extra = _split_extra(argv)
     args = parser.parse_args(own)
     if args.devices and args.devices not in ("1", "auto"):
@@ -49,7 +53,7 @@ def _bench(argv: list[str]) -> int:
     if args.ablation:
         return ablate(args.ablation, args.dataset, args.protocol, args.seeds, args.results_dir, args.runs_dir, extra)
     return bench(args.dataset or "builtin", args.protocol or "smoke", args.methods, args.seeds, args.results_dir,
-                 args.runs_dir, extra)
+                 args.runs_dir, extra, best_on_test=args.best_on_test)
 
 
 def _split_extra(argv: list[str]) -> tuple[list[str], str, list[str]]:
@@ -81,6 +85,19 @@ def _compare(argv: list[str]) -> int:
     print(table)
     if args.out:
         files.write_text(args.out, table)
+    return 0
+
+
+def _report(argv: list[str]) -> int:
+    from i2ibench.bench.html_report import write_html_report
+
+    parser = argparse.ArgumentParser(prog="i2ibench report", description=(
+        "Write report.html in a results folder (results/<dataset>/<protocol>) from its results.md and pictures: "
+        "one static page (no server, no network) with the summary, sample strips, tables and training curves. "
+        "`i2ibench bench` writes it too; rerun this after editing the folder."))
+    parser.add_argument("folder", type=Path, help="a results folder written by `i2ibench bench`")
+    args = parser.parse_args(argv)
+    print(write_html_report(args.folder))  # no results.md: a UserError, one line and exit status 2
     return 0
 
 
@@ -222,5 +239,5 @@ def _check_mask_folders(layout) -> None:
 
 
 VERBS: dict[str, Callable[[list[str]], int | None]] = {
-    "eval": _eval, "bench": _bench, "compare": _compare, "data": _data,
+    "eval": _eval, "bench": _bench, "compare": _compare, "report": _report, "data": _data,
 }

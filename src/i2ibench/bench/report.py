@@ -489,6 +489,9 @@ def write_results(out: Path, run_roots: list[Path], skipped: dict[str, str],
                                             "records": [stored(r) for r in records]})
     write_samples(out, run_roots)
     write_plots(out, records)
+    from i2ibench.bench.html_report import write_html_report  # here: html_report imports this module
+
+    write_html_report(out)
 
 
 def stored(record: dict) -> dict:
