@@ -79,3 +79,19 @@ def test_samples_per_epoch_sets_the_unaligned_epoch_and_is_refused_for_pairs(bui
     paired.setup("fit")
     with pytest.raises(ConfigError, match="samples_per_epoch"):
         paired.train_dataloader()
+
+
+def test_builtin_multi_domains_share_no_file_name_so_a_pair_of_them_is_not_paired():
+    """The bench trains two-domain methods on two-domain views of builtin-multi's domains: equal names
+    would declare different crops ground-truth pairs (they did, before the names carried the domain)."""
+    from i2ibench.data.embedded import materialize
+    from i2ibench.data.folders import detect_layout, paired_names, split_images
+
+    layout = detect_layout(materialize("builtin-multi", size=32))
+    for split in ("train", "test"):
+        images = split_images(layout, split)
+        for a in layout.domains:
+            for b in layout.domains:
+                if a < b:
+                    assert not paired_names(images[a], images[b])
+                    assert not {p.stem for p in images[a]} & {p.stem for p in images[b]}

@@ -28,6 +28,7 @@ list per bench row; the answer (record folders, or the failure) is written next 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import subprocess
@@ -147,22 +148,38 @@ def reference_datamodule(config, layout):
 
 
 def task_family(config, layout) -> str:
-    """Whether a run is judged on multi-domain tasks (`s->t@latent`, ...) or on A2B / B2A."""
+    """Which tasks a run is judged on: `two-domain` (A2B / B2A), `multi-domain` (`s->t@latent` and
+    `s->t@reference`), or `label` (`s->t`: methods guided by the target label alone, as StarGAN)."""
     mode = config.data.mode
     multi = mode == "multi-domain" or (mode == "auto" and layout.kind == "multi-domain")
-    return "multi-domain" if multi else "two-domain"
+    if not multi:
+        return "two-domain"
+    return "label" if getattr(model_class(config), "label_guided", False) else "multi-domain"
+
+
+def model_class(config) -> type | None:
+    """The method's LightningModule class named by the run's configuration (None when it is not importable)."""
+    path = str(getattr(config.model, "class_path", "") or "")
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
 
 
 def reference_tasks(domains: tuple[str, ...], families: set[str]) -> list[str]:
     """The tasks the bench's methods are judged on: A2B and B2A (two-domain methods; a method judged on
-    one of them only, as CUT, shows the rows of that one), and `s->t@latent` / `s->t@reference` / `s->t`
-    (label-guided, StarGAN) of every ordered pair for multi-domain methods (which read a two-domain folder
-    as domains A and B)."""
+    one of them only, as CUT, shows the rows of that one), `s->t@latent` / `s->t@reference` of every
+    ordered pair for multi-domain methods (which read a two-domain folder as domains A and B), and
+    `s->t` for label-guided ones."""
     from i2ibench.data.tasks import two_domain_tasks
 
     tasks = two_domain_tasks() if "two-domain" in families and len(domains) == 2 else []
+    pairs = [(s, t) for s in domains for t in domains if s != t]
     if "multi-domain" in families:
-        tasks += [f"{s}->{t}{mode}" for mode in ("@latent", "@reference", "") for s in domains for t in domains if s != t]
+        tasks += [f"{s}->{t}@{mode}" for mode in ("latent", "reference") for s, t in pairs]
+    if "label" in families:
+        tasks += [f"{s}->{t}" for s, t in pairs]
     return tasks
 
 

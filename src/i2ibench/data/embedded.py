@@ -26,7 +26,7 @@ from PIL import Image
 
 from i2ibench import files
 
-RECIPE_VERSION = 2  # 2: training files named per domain (the train split is not paired)
+RECIPE_VERSION = 3  # 2: training files named per domain (the train split is not paired); 3: builtin-multi's too
 
 
 def _load_photos() -> list[np.ndarray]:
@@ -159,7 +159,9 @@ def make_photo_sketch_cartoon(root: Path, size: int, rng: np.random.Generator,
     renditions = {"photo": lambda c: c, "sketch": pencil_sketch, "cartoon": flat_colour_cartoon}
     for split, count in (("train", n_train), ("test", n_test)):
         for domain, render in renditions.items():
-            _write(root / split / domain, [render(c) for c in random_crops(photos, count, size, rng)])
+            # named per domain: in a two-domain view of one pair, equal names would declare them pairs
+            _write(root / split / domain, [render(c) for c in random_crops(photos, count, size, rng)],
+                   prefix=f"{domain}_")
 
 
 BUILTINS: dict[str, BuiltinSpec] = {

@@ -43,6 +43,7 @@ class StarGAN(TranslationModule):
     """
 
     dataset_mode = "multi-domain"
+    label_guided = True  # judged on `s->t` tasks (one output per source), not @latent / @reference
 
     def __init__(self, image_size: int = 128, num_domains: int | None = None, g_conv_dim: int = 64,
                  d_conv_dim: int = 64, g_repeat_num: int = 6, d_repeat_num: int = 6, lambda_cls: float = 1.0,
