@@ -57,6 +57,11 @@ def test_the_family_comes_from_the_methods_class(tmp_path):
     assert reference_rows.task_family(config("i2ibench.methods.stargan_v2.StarGANv2"), multi) == "multi-domain"
     assert reference_rows.task_family(config("i2ibench.methods.munit.MUNIT", "multi-domain"), multi) == "multi-domain"
     assert reference_rows.task_family(config("i2ibench.methods.cyclegan.CycleGAN", "unaligned"), multi) == "two-domain"
+    two = Layout("two-domain", tmp_path, ("A", "B"))  # multimodal methods on two domains: A->B@latent, ...
+    assert reference_rows.task_family(config("i2ibench.methods.bicyclegan.BicycleGAN", "paired"), two) == "multi-domain"
+    assert reference_rows.task_family(config("i2ibench.methods.lsragan.LSRAGAN", "paired"), two) == "multi-domain"
+    assert reference_rows.task_family(config("i2ibench.methods.drit.DRIT", "unaligned"), two) == "multi-domain"
+    assert reference_rows.task_family(config("i2ibench.methods.cyclegan.CycleGAN", "auto"), two) == "two-domain"
 
 
 @pytest.mark.slow

@@ -47,7 +47,7 @@ FOLDER = "_reference"  # under runs/<dataset>/<protocol>/ (no method name starts
 KINDS = ("copy-input", "real-target")
 SELECTION = "reference"  # the records' checkpoint selection: no checkpoint, never a "last" or "best"
 DONE = "done.json"
-KEY_VERSION = 1  # bump when what the rows compute changes, so cached rows are recomputed
+KEY_VERSION = 2  # bump when what the rows compute changes, so cached rows are recomputed (2: per task family)
 DESCRIPTION = {
     "copy-input": "the source test images scored as their own translations (the number to beat)",
     "real-target": "held-out real target-domain images (a seeded sample of its training split, as many as a "
@@ -113,14 +113,17 @@ def evaluation_settings(config) -> dict[str, Any]:
     return settings
 
 
-def cache_key(config, layout) -> str:
-    """A digest of everything the reference numbers depend on; equal keys give equal rows."""
+def cache_key(config, layout, family: str) -> str:
+    """A digest of everything the reference numbers of one task family depend on; equal keys give equal
+    rows. The outputs per source count only for @latent / @reference tasks (their real-target sample is
+    as large as a method's N x K translations), so runs of other families share their rows whatever K."""
     from i2ibench.data.folders import split_images
 
     data = config.data
     digest = hashlib.sha256(json.dumps({
-        "version": KEY_VERSION, "root": str(Path(layout.root).resolve()), "crop_size": data.crop_size,
-        "outputs_per_source": data.outputs_per_source, "max_instances_eval": data.max_instances_eval,
+        "version": KEY_VERSION, "family": family, "root": str(Path(layout.root).resolve()), "crop_size": data.crop_size,
+        "outputs_per_source": data.outputs_per_source if family == "multi-domain" else None,
+        "max_instances_eval": data.max_instances_eval,
         "evaluation": evaluation_settings(config),
         "weights_env": os.environ.get("I2IBENCH_INCEPTION_WEIGHTS"),
     }, sort_keys=True, default=str).encode())
@@ -149,12 +152,15 @@ def reference_datamodule(config, layout):
 
 def task_family(config, layout) -> str:
     """Which tasks a run is judged on: `two-domain` (A2B / B2A), `multi-domain` (`s->t@latent` and
-    `s->t@reference`), or `label` (`s->t`: methods guided by the target label alone, as StarGAN)."""
+    `s->t@reference`: multi-domain methods, and multimodal ones on two-domain data, whose classes set
+    `styled_tasks`), or `label` (`s->t`: methods guided by the target label alone, as StarGAN)."""
     mode = config.data.mode
     multi = mode == "multi-domain" or (mode == "auto" and layout.kind == "multi-domain")
-    if not multi:
-        return "two-domain"
-    return "label" if getattr(model_class(config), "label_guided", False) else "multi-domain"
+    method = model_class(config)
+    if getattr(method, "label_guided", False):
+        return "label"
+    # a multimodal method on two-domain data (BicycleGAN on pairs, MUNIT) is judged on A->B@latent, ...
+    return "multi-domain" if multi or getattr(method, "styled_tasks", False) else "two-domain"
 
 
 def model_class(config) -> type | None:
@@ -345,8 +351,8 @@ def answer_request(request: Path) -> dict:
             print("reference rows: one bench row's arguments do not parse; it is left out", flush=True)
             continue
         layout = layout_of(config)
-        key = cache_key(config, layout)
-        configs.setdefault(key, (config, set()))[1].add(task_family(config, layout))
+        family = task_family(config, layout)
+        configs.setdefault(cache_key(config, layout, family), (config, set()))[1].add(family)
     folders = []
     for key, (config, families) in configs.items():
         folder = Path(request).parent / f"{key}-{'+'.join(sorted(families))}"

@@ -76,6 +76,7 @@ class BicycleGAN(TranslationModule):
     """
 
     dataset_mode = "paired"
+    styled_tasks = True  # judged on A->B@latent / @reference (reference rows of those tasks)
 
     def __init__(self, nz: int = 8, generator_args: dict[str, Any] | None = None,
                  encoder_args: dict[str, Any] | None = None, discriminator_args: dict[str, Any] | None = None,

@@ -97,6 +97,8 @@ class DRIT(TranslationModule):
         n_epochs, n_epochs_decay: constant-lr epochs, then linear decay (`linear_decay`).
     """
 
+    styled_tasks = True  # judged on A->B@latent / @reference (reference rows of those tasks)
+
     def __init__(self, nz: int = 8, content_encoder_args: dict[str, Any] | None = None,
                  attribute_encoder_args: dict[str, Any] | None = None, generator_args: dict[str, Any] | None = None,
                  discriminator_args: dict[str, Any] | None = None,

@@ -86,6 +86,8 @@ class MUNIT(TranslationModule):
         lr_step_size, lr_gamma: the learning rate is multiplied by lr_gamma every lr_step_size iterations.
     """
 
+    styled_tasks = True  # judged on A->B@latent / @reference (reference rows of those tasks)
+
     def __init__(self, generator_args: dict[str, Any] | None = None,
                  discriminator_args: dict[str, Any] | None = None, gan_type: str = "lsgan", init: str = "kaiming",
                  gan_w: float = 1.0, recon_x_w: float = 10.0, recon_s_w: float = 1.0, recon_c_w: float = 1.0,
