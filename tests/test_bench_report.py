@@ -313,3 +313,16 @@ def test_every_header_of_a_written_table_maps_back_to_its_record_key(tmp_path):
     header = table_rows(last_section((tmp_path / "out" / "results.md").read_text()).strip(), "| method |")[0]
     keys = [report.column_key(cell) for cell in header.strip("| ").split(" | ")[1:]]
     assert keys[:3] == ["n_fake", "kid_mean", "fid"] and None not in keys
+
+
+def test_a_method_without_a_task_of_its_kind_is_named_under_that_table():
+    from i2ibench.bench.report import absent_methods
+
+    stats = {"fid": {"mean": 1.0, "std": None, "n": 1}}
+    tasks = {"A2B": {"cut": stats, "cyclegan": stats}, "B2A": {"cyclegan": stats},
+             "a->b@latent": {"stargan-v2": stats}, "a->b": {"stargan": stats}}
+    assert absent_methods(tasks, "B2A") == ["cut (judged on `A2B`)"]
+    latent = absent_methods(tasks, "a->b@latent")
+    assert len(latent) == 1 and latent[0].startswith("stargan (guided by the target label alone")
+    assert absent_methods(tasks, "a->b") == ["stargan-v2 (judged on `a->b@latent`)"]
+    assert absent_methods(tasks, "A2B") == []  # stargan-v2 / stargan are of the other kind: not listed

@@ -252,6 +252,8 @@ def markdown(dataset: str, protocol: str, records: list[dict], summary: dict, sk
                 mark = " †" if label in differs else ""
                 lines.append(f"| *{label}* (reference){mark} | " + " | ".join(cells) + " |")
             lines.append("")
+            if absent := absent_methods(summary.get(selection, {}), task):
+                lines += ["Not judged on this task: " + "; ".join(absent) + ".", ""]
     if rank_deficient:
         lines += [f"‡ Fewer than {FID_FULL_RANK} images in a set: FID's covariance is rank-deficient and FID is biased "
                   "upward by an amount that depends on N; compare it only at equal N. KID (unbiased at any N) is "
@@ -332,6 +334,29 @@ def sample_size(values: dict) -> str:
     if n_fake is None:
         return "?"
     return f"{n_fake:.0f}" if n_real is None or n_real == n_fake else f"{n_fake:.0f} / {n_real:.0f}"
+
+
+def absent_methods(tasks: dict, task: str) -> list[str]:
+    """Methods of this selection with no row in `task`'s table though judged on tasks of its kind
+    (two-domain, or multi-domain), each with what it is judged on: a one-direction method (CUT), or
+    a guidance mode it has not (StarGAN: no @latent / @reference)."""
+    from i2ibench.data.tasks import parse_task
+
+    here, multi = set(tasks.get(task, {})), parse_task(task).mode is not None
+    judged: dict[str, set[str]] = defaultdict(set)
+    for name, methods in tasks.items():
+        if (parse_task(name).mode is not None) == multi:
+            for method in methods:
+                judged[method].add(name)
+    lines = []
+    for method in sorted(set(judged) - here):
+        modes = {parse_task(name).mode for name in judged[method]}
+        if modes == {"label"}:
+            lines.append(f"{method} (guided by the target label alone: its rows are in the `src->dst` tables, "
+                         "it has no latent or reference guidance)")
+        else:
+            lines.append(f"{method} (judged on {', '.join(f'`{name}`' for name in sorted(judged[method]))})")
+    return lines
 
 
 def reference_section(references: list[dict], failure: str | None, said: set[str] = frozenset()) -> list[str]:
