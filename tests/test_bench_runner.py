@@ -79,7 +79,7 @@ def test_bench_survives_a_kill_resumes_and_skips_finished_runs(tmp_path, builtin
 
     out = tmp_path / "results" / "toyset" / "tiny"
     table = (out / "results.md").read_text()
-    assert "| cyclegan |" in table and "FID ↓" in table and "SSIM(gt) ↑" in table
+    assert "| cyclegan |" in table and "FID‡ ↓" in table and "SSIM(gt) ↑" in table  # ‡: 6 test images, < 2048
     # The reference rows, under the runs' own protocol card (no †), computed on the first attempt
     assert "| *copy-input* (reference) |" in table and "| *real-target* (reference) |" in table
     reference_records = sorted((tmp_path / "runs" / "toyset" / "tiny" / "_reference").glob("*/eval/*.json"))
