@@ -324,5 +324,6 @@ def test_a_method_without_a_task_of_its_kind_is_named_under_that_table():
     assert absent_methods(tasks, "B2A") == ["cut (judged on `A2B`)"]
     latent = absent_methods(tasks, "a->b@latent")
     assert len(latent) == 1 and latent[0].startswith("stargan (guided by the target label alone")
-    assert absent_methods(tasks, "a->b") == ["stargan-v2 (judged on `a->b@latent`)"]
+    assert absent_methods(tasks, "a->b") == ["stargan-v2 (guided by random latents or reference images: its rows "
+                                             "are in the `@latent` tables)"]
     assert absent_methods(tasks, "A2B") == []  # stargan-v2 / stargan are of the other kind: not listed

@@ -354,6 +354,9 @@ def absent_methods(tasks: dict, task: str) -> list[str]:
         if modes == {"label"}:
             lines.append(f"{method} (guided by the target label alone: its rows are in the `src->dst` tables, "
                          "it has no latent or reference guidance)")
+        elif modes <= {"latent", "reference"}:
+            lines.append(f"{method} (guided by random latents or reference images: its rows are in the "
+                         f"{' / '.join(f'`@{m}`' for m in sorted(modes))} tables)")
         else:
             lines.append(f"{method} (judged on {', '.join(f'`{name}`' for name in sorted(judged[method]))})")
     return lines
