@@ -167,6 +167,17 @@ def _inception_mixed_5d(weights: str | None) -> nn.Module:
     return nn.Sequential(*(getattr(net, name) for name in layers))
 
 
+def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)), summed over batch and latent, not averaged (as BicycleGAN's and
+    DRIT++'s references compute it)."""
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def reparameterise(mu: Tensor, logvar: Tensor) -> Tensor:
+    """z ~ N(mu, exp(logvar)), differentiable in mu and logvar (Kingma & Welling 2014)."""
+    return mu + torch.randn_like(mu) * logvar.mul(0.5).exp()
+
+
 def mode_seeking_loss(fake_1: Tensor, fake_2: Tensor, z_1: Tensor, z_2: Tensor, eps: float = 1e-5) -> Tensor:
     """MSGAN's mode-seeking term (Mao et al., CVPR 2019, eq. 3), to be minimised.
 

@@ -156,8 +156,8 @@ class TranslationModule(pl.LightningModule):
             real = inputs[source].to(self.device)
             fake = self.translate({source: real}, task)
             rec = self.translate({target: fake}, f"{target}2{source}")
-            rows += [torch.cat([r, f, c], dim=2) for r, f, c in zip(real, fake, rec)]
-        return make_grid(torch.stack(rows), nrow=min(4, len(rows)), padding=2, normalize=True, value_range=(-1, 1))
+            rows += image_rows(real, fake, rec)
+        return grid_of_rows(rows, per_line=min(4, len(rows)))
 
     def save_sample_grid(self) -> Path | None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -209,6 +209,16 @@ def set_requires_grad(nets: tuple[nn.Module, ...], flag: bool) -> None:
     """Freeze or unfreeze networks (the discriminators during a generator update)."""
     for net in nets:
         net.requires_grad_(flag)
+
+
+def image_rows(*columns: Tensor) -> list[Tensor]:
+    """One image row per item: the i-th image of every column (N x 3 x H x W each) side by side."""
+    return [torch.cat(row, dim=2) for row in zip(*columns)]
+
+
+def grid_of_rows(rows: list[Tensor], per_line: int = 1) -> Tensor:
+    """Rows of a sample grid stacked into one image, mapped from [-1, 1] to [0, 1] (what `to_pil` saves)."""
+    return make_grid(torch.stack(rows), nrow=per_line, padding=2, normalize=True, value_range=(-1, 1))
 
 
 def to_pil(grid: Tensor):

@@ -30,9 +30,10 @@ from torch import Tensor, nn
 
 from i2ibench.data.tasks import parse_task
 from i2ibench.errors import ConfigError
-from i2ibench.methods.base import TranslationModule, set_requires_grad
+from i2ibench.losses import gaussian_kl, reparameterise
+from i2ibench.methods.base import TranslationModule, grid_of_rows, image_rows, set_requires_grad
 from i2ibench.methods.recipe import (BatchSplit, announce, apply_global_batch, check_epoch_schedule,
-                                     epoch_schedule_lines)
+                                     check_latent_size, epoch_schedule_lines, require_even_batch)
 from i2ibench.methods.schedules import linear_decay
 from i2ibench.nets.bicyclegan import LatentEncoder, LatentUnetGenerator, MultiScalePatchDiscriminator
 from i2ibench.registry import register_method
@@ -50,11 +51,6 @@ def gan_loss(outputs: list[Tensor], real: bool, mode: str) -> Tensor:
         total = total + (F.mse_loss(logits, target) if mode == "lsgan"
                          else F.binary_cross_entropy_with_logits(logits, target))
     return total
-
-
-def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)), summed over batch and latent (as the reference: not averaged)."""
-    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
 
 
 @register_method("bicyclegan", dataset_mode="paired",
@@ -111,7 +107,7 @@ class BicycleGAN(TranslationModule):
     def encode(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """z ~ N(mu, exp(logvar)) by reparameterisation, with mu and logvar."""
         mu, logvar = self.encoder(images)
-        return mu + torch.randn_like(mu) * logvar.mul(0.5).exp(), mu, logvar
+        return reparameterise(mu, logvar), mu, logvar
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         hp = self.hparams
@@ -137,7 +133,7 @@ class BicycleGAN(TranslationModule):
         losses = {"G_GAN": gan_loss(self.disc(fake_encoded), True, hp.gan_mode) * hp.lambda_GAN,
                   "G_GAN2": gan_loss(disc2(fake_random), True, hp.gan_mode) * hp.lambda_GAN2,
                   "G_L1": F.l1_loss(fake_encoded, b_encoded) * hp.lambda_L1,
-                  "kl": kl_divergence(mu, logvar) * hp.lambda_kl}
+                  "kl": gaussian_kl(mu, logvar) * hp.lambda_kl}
         set_requires_grad((self.encoder,), False)
         mu_random, _ = self.encoder(fake_random)  # gradients reach G through E, never E's weights
         set_requires_grad((self.encoder,), True)
@@ -188,17 +184,11 @@ class BicycleGAN(TranslationModule):
         super().setup(stage)
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         self.check_image_size(datamodule)
-        if datamodule is not None and getattr(datamodule, "latent_dim", self.hparams.nz) != self.hparams.nz:
-            raise ConfigError(f"data.latent_dim ({datamodule.latent_dim}) must equal model.init_args.nz "
-                              f"({self.hparams.nz}): the @latent evaluation draws z of that size")
+        check_latent_size(datamodule, self.hparams.nz, "model.init_args.nz", "z")
         if stage == "fit":
             self.batch_split = apply_global_batch(self)
-            if self.batch_split is not None and self.batch_split.per_process % 2:
-                raise ConfigError(
-                    f"data.batch_size {self.batch_split.requested} gives {self.batch_split.per_process} image(s) per "
-                    f"process on {self.batch_split.world_size}; BicycleGAN splits each batch in half (cVAE-GAN, "
-                    f"cLR-GAN), so it needs an even number per process: set data.batch_size to "
-                    f"{2 * self.batch_split.world_size} (the paper's 2 per process)")
+            require_even_batch(self.batch_split, "BicycleGAN", "splits each batch in half (cVAE-GAN, cLR-GAN)",
+                               "the paper")
 
     def check_image_size(self, datamodule) -> None:
         """Refuse, before training, a crop size the U-Net or the discriminators cannot take."""
@@ -271,11 +261,8 @@ class BicycleGAN(TranslationModule):
     @torch.no_grad()
     def sample_grid(self, inputs: dict[str, Tensor]) -> Tensor:
         """Rows of source | ground truth | G(source, E(ground truth)) | G(source, z) for 3 fixed random z."""
-        from torchvision.utils import make_grid
-
         source, target = inputs[self.source].to(self.device), inputs[self.target].to(self.device)
         z = torch.randn(SAMPLE_LATENTS, self.hparams.nz, generator=torch.Generator().manual_seed(0)).to(self.device)
         encoded = self.gen(source, self.encoder(target)[0])
         randoms = [self.gen(source, z[k].expand(len(source), -1)) for k in range(SAMPLE_LATENTS)]
-        rows = [torch.cat(row, dim=2) for row in zip(source, target, encoded, *randoms)]
-        return make_grid(torch.stack(rows), nrow=1, padding=2, normalize=True, value_range=(-1, 1))
+        return grid_of_rows(image_rows(source, target, encoded, *randoms))

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from i2ibench.errors import ConfigError
 from i2ibench.losses import discriminator_adversarial_loss, generator_adversarial_loss
-from i2ibench.methods.base import TranslationModule, set_requires_grad
+from i2ibench.methods.base import TranslationModule, grid_of_rows, image_rows, set_requires_grad
 from i2ibench.methods.recipe import (BatchSplit, announce, apply_global_batch, check_epoch_schedule,
                                      epoch_schedule_lines)
 from i2ibench.methods.schedules import linear_decay
@@ -197,10 +197,8 @@ class CUT(TranslationModule):
     @torch.no_grad()
     def sample_grid(self, inputs: dict[str, Tensor]) -> Tensor:
         """Rows of A | G(A), then B | G(B) (the identity PatchNCE keeps G(B) close to B)."""
-        from torchvision.utils import make_grid
-
         rows = []
         for domain in ("A", "B"):
             real = inputs[domain].to(self.device)
-            rows += [torch.cat([r, f], dim=2) for r, f in zip(real, self.gen(real))]
-        return make_grid(torch.stack(rows), nrow=min(4, len(rows)), padding=2, normalize=True, value_range=(-1, 1))
+            rows += image_rows(real, self.gen(real))
+        return grid_of_rows(rows, per_line=min(4, len(rows)))

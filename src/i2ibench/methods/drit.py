@@ -40,10 +40,10 @@ from torch import Tensor
 
 from i2ibench.data.tasks import parse_task
 from i2ibench.errors import ConfigError
-from i2ibench.losses import mode_seeking_loss
-from i2ibench.methods.base import TranslationModule, set_requires_grad
+from i2ibench.losses import gaussian_kl, mode_seeking_loss, reparameterise
+from i2ibench.methods.base import TranslationModule, grid_of_rows, image_rows, set_requires_grad
 from i2ibench.methods.recipe import (BatchSplit, announce, apply_global_batch, check_epoch_schedule,
-                                     epoch_schedule_lines)
+                                     check_latent_size, epoch_schedule_lines, require_even_batch)
 from i2ibench.methods.schedules import linear_decay
 from i2ibench.nets.drit import (AttributeEncoder, ConcatGenerator, ContentDiscriminator, ContentEncoder,
                                 MultiScaleDiscriminator)
@@ -62,15 +62,6 @@ def adversarial_loss(logits: list[Tensor], target: float) -> Tensor:
 def discriminator_loss(net, real: Tensor, fake: Tensor) -> Tensor:
     """real -> 1, fake -> 0, summed over scales and not halved (the reference's backward_D)."""
     return adversarial_loss(net(real), 1.0) + adversarial_loss(net(fake.detach()), 0.0)
-
-
-def attribute_kl(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)), summed over the batch and the code (the reference: not averaged)."""
-    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-
-
-def reparameterise(mu: Tensor, logvar: Tensor) -> Tensor:
-    return mu + torch.randn_like(mu) * logvar.mul(0.5).exp()
 
 
 @register_method("msgan", description="MSGAN (Mao et al. 2019) on DRIT++: the mode-seeking term (weight 1) "
@@ -248,8 +239,8 @@ class DRIT(TranslationModule):
             "cross_cycle_B": F.l1_loss(t["recon_b"], t["real_b"]) * hp.lambda_cross_cycle,
             "self_recon_A": F.l1_loss(t["fake_aa"], t["real_a"]) * hp.lambda_self_recon,
             "self_recon_B": F.l1_loss(t["fake_bb"], t["real_b"]) * hp.lambda_self_recon,
-            "kl_attr_A": attribute_kl(t["mu_a"], t["logvar_a"]) * hp.lambda_kl_attr,
-            "kl_attr_B": attribute_kl(t["mu_b"], t["logvar_b"]) * hp.lambda_kl_attr,
+            "kl_attr_A": gaussian_kl(t["mu_a"], t["logvar_a"]) * hp.lambda_kl_attr,
+            "kl_attr_B": gaussian_kl(t["mu_b"], t["logvar_b"]) * hp.lambda_kl_attr,
             "kl_content_A": t["content_a"].pow(2).mean() * hp.lambda_kl_content,
             "kl_content_B": t["content_b"].pow(2).mean() * hp.lambda_kl_content,
         }
@@ -316,21 +307,15 @@ class DRIT(TranslationModule):
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None:
             return
-        if getattr(datamodule, "latent_dim", self.hparams.nz) != self.hparams.nz:
-            raise ConfigError(f"data.latent_dim ({datamodule.latent_dim}) must equal model.init_args.nz "
-                              f"({self.hparams.nz}): the @latent evaluation draws attribute codes of that size")
+        check_latent_size(datamodule, self.hparams.nz, "model.init_args.nz", "attribute codes")
         domains = getattr(datamodule, "domains", None) if getattr(datamodule, "layout", None) is not None else None
         if domains is not None and len(domains) == 2:
             self.domain_names = tuple(domains)
         self.check_image_size(getattr(getattr(datamodule, "eval_transform", None), "crop_size", None))
         if stage == "fit":
             self.batch_split = apply_global_batch(self)
-            if self.batch_split is not None and self.batch_split.per_process % 2:
-                raise ConfigError(
-                    f"data.batch_size {self.batch_split.requested} gives {self.batch_split.per_process} image(s) per "
-                    f"process on {self.batch_split.world_size}; DRIT++ halves each batch (encoded and random-"
-                    f"attribute images), so it needs an even number per process: set data.batch_size to "
-                    f"{2 * self.batch_split.world_size} (the reference's 2 per process)")
+            require_even_batch(self.batch_split, "DRIT++", "halves each batch (encoded and random-attribute images)",
+                               "the reference")
 
     def check_image_size(self, size: int | None) -> None:
         """Refuse, before training, an image side that a network cannot take."""
@@ -404,8 +389,6 @@ class DRIT(TranslationModule):
     @torch.no_grad()
     def sample_grid(self, inputs: dict[str, Tensor]) -> Tensor:
         """Per direction, rows of source | G(source, z) for 3 fixed random z | G(source, mu of a target image)."""
-        from torchvision.utils import make_grid
-
         z = torch.randn(SAMPLE_LATENTS, self.hparams.nz, generator=torch.Generator().manual_seed(0)).to(self.device)
         rows = []
         for source, target in ((0, 1), (1, 0)):
@@ -416,5 +399,5 @@ class DRIT(TranslationModule):
             randoms = [self.gen(content, z[k].expand(len(real), -1), dst_side) for k in range(SAMPLE_LATENTS)]
             count = min(len(real), len(refs))
             guided = self.gen(content[:count], self.enc_a(refs[:count], dst_side)[0], dst_side)
-            rows += [torch.cat(row, dim=2) for row in zip(real, *randoms, guided)]
-        return make_grid(torch.stack(rows), nrow=1, padding=2, normalize=True, value_range=(-1, 1))
+            rows += image_rows(real, *randoms, guided)
+        return grid_of_rows(rows)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from i2ibench.losses import discriminator_adversarial_loss, generator_adversarial_loss
-from i2ibench.methods.base import TranslationModule, set_requires_grad
+from i2ibench.methods.base import TranslationModule, grid_of_rows, image_rows, set_requires_grad
 from i2ibench.methods.cyclegan import CycleGAN
 from i2ibench.methods.image_pool import ImagePool
 from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch, epoch_schedule_lines
@@ -212,15 +212,13 @@ class InstaGAN(TranslationModule):
     @torch.no_grad()
     def sample_grid(self, inputs: dict[str, Tensor]) -> Tensor:
         """Input | translation, for the first images of each domain (masks from the datamodule)."""
-        from torchvision.utils import make_grid
-
         rows = []
         for domain, target in (("A", "B"), ("B", "A")):
             images, masks = inputs[domain].to(self.device), inputs[f"{domain}_masks"].to(self.device)
             fake = self.translate_with_masks(images, masks, f"{domain}{target}")[0]
             overlay = images * (1 - 0.5 * masks.amax(1, keepdim=True))  # the instances, darkened
-            rows += [torch.cat([o, f], dim=2) for o, f in zip(overlay, fake)]
-        return make_grid(torch.stack(rows), nrow=min(4, len(rows)), padding=2, normalize=True, value_range=(-1, 1))
+            rows += image_rows(overlay, fake)
+        return grid_of_rows(rows, per_line=min(4, len(rows)))
 
     def extra_state(self) -> dict:
         return {"pool_A": self.pool_A.state_dict(), "pool_B": self.pool_B.state_dict()}

@@ -32,8 +32,8 @@ from torch import Tensor
 
 from i2ibench.data.tasks import parse_task
 from i2ibench.errors import ConfigError
-from i2ibench.methods.base import TranslationModule, set_requires_grad
-from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch
+from i2ibench.methods.base import TranslationModule, grid_of_rows, image_rows, set_requires_grad
+from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch, check_latent_size
 from i2ibench.nets.munit import AdaINAutoEncoder, MultiScaleDiscriminator, init_munit
 from i2ibench.registry import register_method
 
@@ -203,10 +203,8 @@ class MUNIT(TranslationModule):
                 raise ConfigError(f"MUNIT translates between two domains; the dataset has {len(datamodule.domains)} "
                                   f"({', '.join(datamodule.domains)}): give it a two-domain folder (trainA/ trainB/)")
             self.domains = tuple(datamodule.domains)
-        if getattr(datamodule, "latent_dim", self.style_dim) != self.style_dim:
-            raise ConfigError(f"data.latent_dim ({datamodule.latent_dim}) must equal the style code size "
-                              f"model.init_args.generator_args.style_dim ({self.style_dim}): the @latent evaluation "
-                              "draws style codes of that size")
+        check_latent_size(datamodule, self.style_dim, "the style code size model.init_args.generator_args.style_dim",
+                          "style codes")
         self.check_image_size(getattr(getattr(datamodule, "eval_transform", None), "crop_size", None))
         if stage == "fit":  # the reference's batch 1 is global: 1 per process under DDP, as CycleGAN's
             self.batch_split = apply_global_batch(self, per_sample_recipe=True)
@@ -277,8 +275,6 @@ class MUNIT(TranslationModule):
     def sample_grid(self, inputs: dict[str, Tensor]) -> Tensor:
         """Rows of input | reconstruction | translation with 2 fixed random styles, for each direction
         (the reference's sample(), with its fixed and fresh style columns both fixed here)."""
-        from torchvision.utils import make_grid
-
         styles = torch.randn(SAMPLE_STYLES, self.style_dim, generator=torch.Generator().manual_seed(0))
         rows = []
         for source, target in (self.domains, self.domains[::-1]):
@@ -287,8 +283,8 @@ class MUNIT(TranslationModule):
             content, style = source_gen.encode(real)
             outputs = [source_gen.decode(content, style)]
             outputs += [target_gen.decode(content, s.to(self.device).expand(len(real), -1)) for s in styles]
-            rows += [torch.cat(row, dim=2) for row in zip(real, *outputs)]
-        return make_grid(torch.stack(rows), nrow=1, padding=2, normalize=True, value_range=(-1, 1))
+            rows += image_rows(real, *outputs)
+        return grid_of_rows(rows)
 
     # -- checkpoint extras ---------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ import i2ibench.nets.attention  # noqa: F401  (registers SRAGAN's generator, att
 from i2ibench.data.folders import item_seed
 from i2ibench.errors import ConfigError
 from i2ibench.losses import GAN_MODES, PerceptualLoss, discriminator_adversarial_loss, generator_adversarial_loss
-from i2ibench.methods.base import TranslationModule, set_requires_grad
+from i2ibench.methods.base import TranslationModule, grid_of_rows, image_rows, set_requires_grad
 from i2ibench.methods.recipe import (BatchSplit, announce, apply_global_batch, check_epoch_schedule,
                                      epoch_schedule_lines)
 from i2ibench.methods.schedules import linear_decay
@@ -196,9 +196,7 @@ class Pix2Pix(TranslationModule):
     @torch.no_grad()
     def sample_grid(self, inputs: dict[str, Tensor]) -> Tensor:
         """Rows of source | translation | ground truth (the sample images are paired when the split is)."""
-        from torchvision.utils import make_grid
-
         real = inputs[self.source].to(self.device)
         fake = self.translate({self.source: real}, self.hparams.direction)
-        rows = [torch.cat(row, dim=2) for row in zip(real, fake, inputs[self.target].to(self.device))]
-        return make_grid(torch.stack(rows), nrow=min(4, len(rows)), padding=2, normalize=True, value_range=(-1, 1))
+        rows = image_rows(real, fake, inputs[self.target].to(self.device))
+        return grid_of_rows(rows, per_line=min(4, len(rows)))

@@ -85,6 +85,23 @@ def apply_global_batch(module: pl.LightningModule, per_sample_recipe: bool = Fal
     return split
 
 
+def require_even_batch(split: BatchSplit | None, method: str, halves: str, origin: str) -> None:
+    """Refuse a per-process batch that a method which halves each batch (BicycleGAN, DRIT++) cannot split."""
+    if split is not None and split.per_process % 2:
+        raise ConfigError(
+            f"data.batch_size {split.requested} gives {split.per_process} image(s) per process on "
+            f"{split.world_size}; {method} {halves}, so it needs an even number per process: set data.batch_size "
+            f"to {2 * split.world_size} ({origin}'s 2 per process)")
+
+
+def check_latent_size(datamodule, size: int, option: str, codes: str) -> None:
+    """Refuse a datamodule whose @latent evaluation would draw codes of another size than the model takes."""
+    latent = getattr(datamodule, "latent_dim", size)
+    if latent != size:
+        raise ConfigError(f"data.latent_dim ({latent}) must equal {option} ({size}): the @latent evaluation draws "
+                          f"{codes} of that size")
+
+
 def check_epoch_schedule(trainer: pl.Trainer, n_epochs: int, n_epochs_decay: int) -> None:
     """Refuse a run longer than its learning-rate schedule (the rate would be 0 after it)."""
     total, max_epochs = n_epochs + n_epochs_decay, trainer.max_epochs

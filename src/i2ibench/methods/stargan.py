@@ -19,7 +19,7 @@ from torch import Tensor
 
 from i2ibench.errors import ConfigError
 from i2ibench.losses import gradient_penalty
-from i2ibench.methods.base import TranslationModule, set_requires_grad
+from i2ibench.methods.base import TranslationModule, grid_of_rows, image_rows, set_requires_grad
 from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch, total_steps
 from i2ibench.nets.stargan import Discriminator, Generator, classifier_kernel
 from i2ibench.registry import register_method
@@ -209,15 +209,13 @@ class StarGAN(TranslationModule):
     @torch.no_grad()
     def sample_grid(self, inputs: dict[str, Tensor]) -> Tensor:
         """A row per input image: the input, then its translation into every domain (solver.py's samples)."""
-        from torchvision.utils import make_grid
-
         rows = []
         for images in inputs.values():
             images = images.to(self.device)
             outputs = [self.generator(images, self.one_hot(torch.full((len(images),), t, device=self.device)))
                        for t in range(self.hparams.num_domains)]
-            rows += [torch.cat([img, *(out[i] for out in outputs)], dim=2) for i, img in enumerate(images)]
-        return make_grid(torch.stack(rows), nrow=1, padding=2, normalize=True, value_range=(-1, 1))
+            rows += image_rows(images, *outputs)
+        return grid_of_rows(rows)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:

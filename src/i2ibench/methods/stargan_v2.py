@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from i2ibench.data.tasks import parse_task
-from i2ibench.methods.base import TranslationModule, set_requires_grad
+from i2ibench.methods.base import TranslationModule, grid_of_rows, image_rows, set_requires_grad
 from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch, total_steps
 from i2ibench.nets.stargan_v2 import Discriminator, Generator, MappingNetwork, StyleEncoder, he_init
 from i2ibench.registry import register_method
@@ -229,8 +229,6 @@ class StarGANv2(TranslationModule):
     @torch.no_grad()
     def sample_grid(self, inputs: dict[str, Tensor]) -> Tensor:
         """A row per input image: the input, then its latent-guided translation into every domain."""
-        from torchvision.utils import make_grid
-
         domains = list(inputs)
         generator = torch.Generator().manual_seed(0)
         rows = []
@@ -239,8 +237,8 @@ class StarGANv2(TranslationModule):
             z = torch.randn(len(images), self.hparams.latent_dim, generator=generator).to(self.device)
             outputs = [self.generator_ema(images, self.mapping_network_ema(
                 z, torch.full((len(images),), t, device=self.device))).clamp(-1, 1) for t in range(len(domains))]
-            rows += [torch.cat([img, *(out[i] for out in outputs)], dim=2) for i, img in enumerate(images)]
-        return make_grid(torch.stack(rows), nrow=1, padding=2, normalize=True, value_range=(-1, 1))
+            rows += image_rows(images, *outputs)
+        return grid_of_rows(rows)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
