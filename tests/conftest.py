@@ -52,6 +52,25 @@ def tiny_datamodule(root: Path | str, **overrides):
     return I2IDataModule(**settings)
 
 
+def assert_outputs_follow_latents(model, task: str, nz: int = 8, min_change: float = 1e-3, x=None, z=None):
+    """What every latent-guided method must do, on 2 sources at 32 px under K = 3 latents (the third equal
+    to the first): N x K outputs; equal latents give equal outputs; different ones change every source by
+    more than `min_change`; translating again gives the same tensor. Returns (x, z, outputs)."""
+    import torch
+
+    if x is None:
+        x = torch.rand(2, 3, 32, 32) * 2 - 1
+    if z is None:
+        z = torch.randn(2, 3, nz)
+        z[:, 2] = z[:, 0]
+    out = model.translate({"x": x, "z": z}, task)
+    assert out.shape == (2, 3, 3, 32, 32)
+    assert torch.equal(out[:, 0], out[:, 2])
+    assert (out[:, 0] - out[:, 1]).abs().amax(dim=(1, 2, 3)).min() > min_change  # every source changes with z
+    assert torch.equal(out, model.translate({"x": x, "z": z}, task))
+    return x, z, out
+
+
 def tiny_cyclegan(**overrides):
     """CycleGAN with the reference architecture at a tiny width (ngf=ndf=8, 1 residual block)."""
     from i2ibench.methods.cyclegan import CycleGAN

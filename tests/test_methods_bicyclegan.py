@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from conftest import inception_weights, tiny_datamodule
+from conftest import assert_outputs_follow_latents, inception_weights, tiny_datamodule
 from test_methods_pix2pix import paired_folder
 
 # 32 px: a 5-level U-Net (32 -> 1x1), an encoder with 4 halvings, 2-layer PatchGANs at 2 scales.
@@ -96,14 +96,7 @@ def test_latent_outputs_differ_for_different_z_and_match_for_equal_z():
     torch.manual_seed(0)
     # Unit-gain init: the reference's xavier gain 0.02 makes every output ~0 before training.
     model = tiny_bicyclegan(generator_args={**TINY["generator_args"], "init_gain": 1.0}).eval()
-    x = torch.rand(2, 3, 32, 32) * 2 - 1
-    z = torch.randn(2, 3, 8)
-    z[:, 2] = z[:, 0]
-    out = model.translate({"x": x, "z": z}, "A->B@latent")
-    assert out.shape == (2, 3, 3, 32, 32)
-    assert torch.equal(out[:, 0], out[:, 2])
-    assert (out[:, 0] - out[:, 1]).abs().amax(dim=(1, 2, 3)).min() > 1e-3  # every source changes with z
-    assert torch.equal(out, model.translate({"x": x, "z": z}, "A->B@latent"))
+    x, z, out = assert_outputs_follow_latents(model, "A->B@latent")
     with pytest.raises(ValueError, match="A->B only"):
         model.translate({"x": x, "z": z}, "B->A@latent")
 
