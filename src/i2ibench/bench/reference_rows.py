@@ -215,32 +215,18 @@ def copy_input(evaluator, datamodule, tasks: list[str]) -> tuple[dict, dict, dic
     """Metrics of the sources as their own translations, fed exactly as the EvaluationCallback feeds a
     method's: content against the source (and the ground truth, and the background) for two-domain tasks."""
     from i2ibench.data.tasks import parse_task
+    from i2ibench.metrics.callback import batch_references, reference_names
 
-    paired = datamodule.is_paired("test")
-    references, counts = {}, {}
-    for task in tasks:
-        if parse_task(task).mode is None:
-            references[task] = ("source",) + (("gt",) if paired else ()) + \
-                               (("background",) if datamodule.mode == "mask" else ())
-        else:  # as EvaluationCallback._begin: the ground truth of paired multi-domain tasks
-            references[task] = ("gt",) if paired else ()
-        counts[task] = len(datamodule.eval_dataset("test", task))
+    paired, masked = datamodule.is_paired("test"), datamodule.mode == "mask"
+    references = {task: reference_names(task, paired, masked) for task in tasks}  # as EvaluationCallback
+    counts = {task: len(datamodule.eval_dataset("test", task)) for task in tasks}
     evaluator.begin(references, counts)
     device = evaluator.device
     for task in tasks:
         spec = parse_task(task)
         for batch in DataLoader(datamodule.eval_dataset("test", task), batch_size=datamodule.eval_batch_size):
             source = batch["x"] if spec.mode else batch[spec.source]
-            extra = {}
-            if spec.mode is not None and "gt" in batch:  # as EvaluationCallback._update
-                extra["gt"] = batch["gt"]
-            if spec.mode is None:
-                extra["source"] = source
-                if f"{spec.target}_gt" in batch:
-                    extra["gt"] = batch[f"{spec.target}_gt"]
-                if f"{spec.source}_masks" in batch:
-                    extra["background"] = source
-                    extra["background_mask"] = batch[f"{spec.source}_masks"].amax(dim=1, keepdim=True)
+            extra = batch_references(spec, batch)
             evaluator.update(task, batch["index"].to(device), source.to(device),
                              **{k: v.to(device) for k, v in extra.items()})
     real = real_features(evaluator, datamodule, {parse_task(t).target for t in tasks})

@@ -23,7 +23,6 @@ from i2ibench.data.masks import ORDERS, MaskedEvalImages, MaskedUnalignedDataset
 from i2ibench.data.masks import report as report_masks
 from i2ibench.data.paired import AlignedDataset, AlignedSampler, as_two_domain, pair_by_stem, pair_size_problems
 from i2ibench.data.tasks import parse_task, two_domain_tasks
-from i2ibench.errors import ConfigError
 from i2ibench.data.transforms import EvalTransform, StarGANTrainTransform, TrainTransform
 from i2ibench.errors import ConfigError
 

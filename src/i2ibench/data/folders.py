@@ -145,6 +145,12 @@ class UnalignedDataset(Dataset):
         return item
 
 
+def check_ground_truth(sources: list[Path], gt_paths: list[Path] | None, task: str) -> None:
+    """Ground truth, when given, must name the same stems in the same order as the sources it belongs to."""
+    if gt_paths is not None and [p.stem for p in gt_paths] != [p.stem for p in sources]:
+        raise DataError(f"ground truth for {task} does not match its sources by name")
+
+
 class EvalImages(Dataset):
     """Source images of one evaluation task, in file order, with the ground truth when paired.
 
@@ -153,8 +159,7 @@ class EvalImages(Dataset):
 
     def __init__(self, paths: list[Path], domain: str, task: str, transform: EvalTransform,
                  gt_paths: list[Path] | None = None, gt_domain: str | None = None) -> None:
-        if gt_paths is not None and [p.stem for p in gt_paths] != [p.stem for p in paths]:
-            raise DataError(f"ground truth for {task} does not match its sources by name")
+        check_ground_truth(paths, gt_paths, task)
         self.paths, self.domain, self.task, self.transform = paths, domain, task, transform
         self.gt_paths, self.gt_domain = gt_paths, gt_domain
 
@@ -276,8 +281,7 @@ class MultiDomainEvalSet(Dataset):
     def __init__(self, sources: list[Path], task: str, y_src: int, y_trg: int, transform: EvalTransform,
                  outputs: int, latent_dim: int, references: list[Path] | None = None, seed: int = 0,
                  gt_paths: list[Path] | None = None) -> None:
-        if gt_paths is not None and [p.stem for p in gt_paths] != [p.stem for p in sources]:
-            raise DataError(f"ground truth for {task} does not match its sources by name")
+        check_ground_truth(sources, gt_paths, task)
         self.sources, self.task, self.transform, self.outputs = sources, task, transform, outputs
         self.y_src, self.y_trg, self.latent_dim, self.references, self.seed = y_src, y_trg, latent_dim, references, seed
         self.gt_paths = gt_paths

@@ -29,7 +29,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 
 from i2ibench import files
-from i2ibench.data.tasks import parse_task, rename_domains
+from i2ibench.data.tasks import Task, parse_task, rename_domains
 from i2ibench.metrics.evaluator import Evaluator
 from i2ibench.metrics.record import build_record
 from i2ibench.metrics.suite import DistributionSettings
@@ -42,6 +42,28 @@ class NonFiniteOutputError(RuntimeError):
 
 LOGGED = ("fid", "kid_mean", "kid_std", "is_mean", "kernel_mmd2", "mmd_xu", "wasserstein", "nn1_accuracy", "precision",
           "recall", "lpips_diversity")
+
+
+def reference_names(task: str, paired: bool, masked: bool) -> tuple[str, ...]:
+    """What a task's translations are compared with: two-domain tasks, the source (and the ground truth
+    when paired, the background in mask mode); multi-domain tasks, the ground truth when paired only
+    (source and translation are of different domains)."""
+    if parse_task(task).mode is not None:
+        return ("gt",) if paired else ()
+    return ("source",) + (("gt",) if paired else ()) + (("background",) if masked else ())
+
+
+def batch_references(task: Task, batch: dict) -> dict[str, torch.Tensor]:
+    """The images of `reference_names` in one evaluation batch (multi-domain: the first style is compared)."""
+    if task.mode is not None:
+        return {"gt": batch["gt"]} if "gt" in batch else {}
+    references = {"source": batch[task.source]}
+    if f"{task.target}_gt" in batch:
+        references["gt"] = batch[f"{task.target}_gt"]
+    if f"{task.source}_masks" in batch:  # mask tasks: the source outside its instances
+        references["background"] = batch[task.source]
+        references["background_mask"] = batch[f"{task.source}_masks"].amax(dim=1, keepdim=True)
+    return references
 
 
 class EvaluationCallback(Callback):
@@ -132,13 +154,8 @@ class EvaluationCallback(Callback):
         datamodule = trainer.datamodule
         split = "test" if trainer.testing else datamodule.eval_split
         tasks = datamodule.eval_tasks()
-        paired = datamodule.is_paired(split)
-        two_domain = ("source", "gt") if paired else ("source",)
-        if datamodule.mode == "mask":
-            two_domain += ("background",)
-        # multi-domain tasks: no source comparison (the domains differ), the ground truth when paired
-        multi_domain = ("gt",) if paired else ()
-        references = {task: two_domain if parse_task(task).mode is None else multi_domain for task in tasks}
+        paired, masked = datamodule.is_paired(split), datamodule.mode == "mask"
+        references = {task: reference_names(task, paired, masked) for task in tasks}
         counts = {task: len(datamodule.eval_dataset(split, task)) * datamodule.styles_per_source(task) for task in tasks}
         styled = tuple(task for task in tasks if parse_task(task).styled)
         sync_device = pl_module.device if trainer.world_size > 1 else None
@@ -153,17 +170,7 @@ class EvaluationCallback(Callback):
             return
         task = parse_task(batch["task"][0])
         fake = self._guard_finite(task.name, fake, batch)
-        references = {}
-        if task.mode is not None and "gt" in batch:  # paired multi-domain: the first style against the ground truth
-            references["gt"] = batch["gt"]
-        if task.mode is None:  # two-domain: content against the source (and the ground truth when paired)
-            references["source"] = batch[task.source]
-            if f"{task.target}_gt" in batch:
-                references["gt"] = batch[f"{task.target}_gt"]
-            if f"{task.source}_masks" in batch:  # mask tasks: the source outside its instances
-                references["background"] = batch[task.source]
-                references["background_mask"] = batch[f"{task.source}_masks"].amax(dim=1, keepdim=True)
-        self.evaluator.update(task.name, batch["index"], fake, **references)
+        self.evaluator.update(task.name, batch["index"], fake, **batch_references(task, batch))
 
     def _guard_finite(self, task: str, fake: torch.Tensor, batch: dict) -> torch.Tensor:
         """Count the translations holding a NaN or inf (scored, they would pass as black images).
