@@ -1,13 +1,13 @@
 """Learning curves on a CPU: when does a method beat the `copy-input` reference row?
 
-Run: `python benchmarks/learning_curve.py --method cyclegan --dataset sketch-photo --epochs 24 --every 4`.
-Trains one method with the smoke protocol's widths and image size (configs/bench/smoke.yaml) for
-longer, evaluates the test split every `--every` epochs (the in-training records of the
-EvaluationCallback, with their bootstrap intervals), and prints FID / KID / SSIM(gt) per
-evaluation beside the dataset's copy-input row (`runs/<dataset>/smoke/_reference`, computed by
-`make bench DATASET=...` under the same evaluation settings). Writes
-results/perf/learning_curve_<method>_<dataset>.json. This is how a `quick` protocol's image size,
-widths and steps are chosen from measurements rather than guesses (issue 17).
+Run: `python benchmarks/learning_curve.py --method cyclegan --dataset sketch-photo --epochs 30 --every 5`.
+Trains one method with a bench protocol's widths and image size (`--protocol`, default smoke:
+configs/bench/smoke.yaml; `--set KEY=VALUE` adds overrides) for longer, evaluates the test split
+every `--every` epochs (the in-training records of the EvaluationCallback, with their bootstrap
+intervals), and prints FID / KID / SSIM(gt) per evaluation beside the dataset's copy-input row
+(`runs/<dataset>/smoke/_reference`, computed by `make bench DATASET=...` under the same evaluation
+settings). Writes results/perf/learning_curve_<method>_<dataset>.json. This is how the `quick`
+protocol's image size, widths and steps were chosen from measurements rather than guesses (issue 17).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 HEADLINE = ("fid", "kid_mean", "ssim_gt")
 
 
-def smoke_arguments(method: str, dataset: str) -> list[str]:
-    """The bench's smoke arguments for this method (widths, size), without its schedule limits."""
+def protocol_arguments(method: str, dataset: str, protocol_name: str = "smoke") -> list[str]:
+    """The bench's arguments for this method under a protocol (widths, size), without its schedule limits."""
     from i2ibench.bench.runner import Run, load_protocol, run_arguments
     from i2ibench.data import catalog
     from i2ibench.data.folders import detect_layout
@@ -34,7 +34,7 @@ def smoke_arguments(method: str, dataset: str) -> list[str]:
     from i2ibench.registry import METHODS, load_all
 
     load_all()
-    protocol = load_protocol("smoke")
+    protocol = load_protocol(protocol_name)
     layout = detect_layout(as_two_domain(catalog.resolve(dataset)))
     run = Run(method, METHODS.get(method), 0, Path("unused"))
     args = run_arguments(run, dataset, protocol, layout, [])
@@ -69,17 +69,23 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--every", type=int, default=4, help="evaluate the test split every N epochs")
     parser.add_argument("--decay", type=float, default=0.5, help="share of the epochs with linear lr decay")
+    parser.add_argument("--protocol", default="smoke", help="the bench protocol whose widths and size are used")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra CLI override, e.g. --set model.init_args.base_dim=32 (repeatable)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     root = REPO / "runs" / "curves" / f"{args.method}-{args.dataset}"
     decay = int(args.epochs * args.decay)
-    command = [sys.executable, "-m", "i2ibench", "fit", *smoke_arguments(args.method, args.dataset),
+    command = [sys.executable, "-m", "i2ibench", "fit", *protocol_arguments(args.method, args.dataset, args.protocol),
                "--trainer.max_epochs", str(args.epochs), "--trainer.check_val_every_n_epoch", str(args.every),
                "--trainer.default_root_dir", str(root), "--wandb.enabled", "false",
                "--evaluation.method", args.method, "--trainer.enable_progress_bar", "false"]
     if args.method not in ("stargan-v2", "stargan", "munit"):  # epoch-scheduled methods
         command += ["--model.init_args.n_epochs", str(args.epochs - decay),
                     "--model.init_args.n_epochs_decay", str(decay)]
+    for setting in args.set:
+        key, _, value = setting.partition("=")
+        command += [f"--{key}", value]
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=REPO)
     seconds = time.perf_counter() - start
@@ -102,8 +108,9 @@ def main() -> None:
     out = args.out or REPO / "results" / "perf" / f"learning_curve_{args.method}_{args.dataset}.json"
     files.write_json(out, {"method": args.method, "dataset": args.dataset, "command": command[3:],
                            "wall_s": seconds, "copy_input": reference, "points": points,
-                           "smoke_overrides": yaml.safe_load((REPO / "configs" / "bench" / "smoke.yaml").read_text())
-                           ["methods"].get(args.method)})
+                           "protocol": args.protocol, "extra": args.set,
+                           "protocol_overrides": yaml.safe_load((REPO / "configs" / "bench" / f"{args.protocol}.yaml")
+                                                                .read_text())["methods"].get(args.method)})
     print(f"{seconds:.0f} s; written {out}")
 
 

@@ -85,6 +85,11 @@ def test_bench_survives_a_kill_resumes_and_skips_finished_runs(tmp_path, builtin
     reference_records = sorted((tmp_path / "runs" / "toyset" / "tiny" / "_reference").glob("*/eval/*.json"))
     assert [p.name for p in reference_records] == ["test-copy-input.json", "test-real-target.json"]
     assert "last checkpoint" in table and "best-on-validation checkpoint" in table
+    # The run's wall time: the attempt that finished (the killed bench could not time its own run)
+    timed = json.loads((run_root / "wall-time.json").read_text())
+    assert timed["run"] == "cyclegan" and timed["seed"] == 0 and len(timed["attempts_s"]) == 1
+    assert 0 < timed["attempts_s"][0] < 600
+    assert "## Time" in table and "| cyclegan | 0 |" in table and "| **all runs** |" in table
     assert (out / "samples.png").is_file() and (out / "plots" / "fid.png").is_file()
     assert "wandb sync" in second.stdout
     # The killed attempt's W&B file may be cut short by SIGKILL; the attempt that finished carries the group.
@@ -98,6 +103,7 @@ def test_bench_survives_a_kill_resumes_and_skips_finished_runs(tmp_path, builtin
     assert third.returncode == 0 and "done earlier, skipped" in third.stdout
     assert "reference rows: done earlier, skipped" in third.stdout
     assert sorted((run_root / "eval").iterdir()) == records_before
+    assert json.loads((run_root / "wall-time.json").read_text())["attempts_s"] == timed["attempts_s"]  # not run
 
 
 def test_methods_that_do_not_fit_the_dataset_are_skipped_with_a_reason(tmp_path, builtin_root):
@@ -187,3 +193,16 @@ def test_builtin_benches_its_default_set_and_names_why_the_others_are_left_out(t
     _, runs, _ = plan("builtin", smoke, ["munit"], None, tmp_path / "runs")  # named: it runs
     assert [run.name for run in runs] == ["munit"]
     assert default_methods(str(tmp_path)) is None  # a folder: every applicable method
+
+
+def test_a_protocol_names_its_own_default_set_before_the_dataset_does(tmp_path):
+    from i2ibench.bench.runner import plan
+
+    protocol = {"protocol": "longer", "seeds": [0], "default_methods": ["cyclegan", "cut"]}
+    _, runs, skipped = plan("builtin", protocol, None, None, tmp_path / "runs")
+    assert sorted(run.name for run in runs) == ["cut", "cyclegan"]
+    assert "longer protocol's default set" in skipped["stargan-v2"] and "--methods stargan-v2" in skipped["stargan-v2"]
+    _, runs, _ = plan("builtin", protocol, ["fastcut"], None, tmp_path / "runs")  # named: it runs
+    assert [run.name for run in runs] == ["fastcut"]
+    with pytest.raises(Exception, match="cyclegann"):
+        plan("builtin", {**protocol, "default_methods": ["cyclegann"]}, None, None, tmp_path / "runs")

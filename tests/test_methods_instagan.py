@@ -198,3 +198,12 @@ def test_fit_on_the_instagan_samples_completes(method, tmp_path):
         metrics = record["metrics"][task]
         assert metrics["n_fake"] == 5 and metrics["fid"] > 0
         assert metrics["ssim_background"] is not None and metrics["psnr_background"] is not None
+
+
+def test_a_run_longer_than_the_lr_schedule_is_refused_before_training(masks_root, tmp_path):
+    """As the CycleGAN family: after n_epochs + n_epochs_decay the rate would be 0 (a silent waste)."""
+    from i2ibench.errors import ConfigError
+
+    model = tiny_instagan()  # 1 + 1 epochs
+    with pytest.raises(ConfigError, match=r"trainer.max_epochs \(3\) exceeds the schedule"):
+        cpu_trainer(tmp_path, max_epochs=3, limit_train_batches=1).fit(model, mask_datamodule(masks_root))

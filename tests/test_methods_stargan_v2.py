@@ -94,8 +94,24 @@ def test_diversity_weight_decays_linearly_to_zero():
 
 
 def test_face_high_pass_is_refused_without_its_landmark_network():
-    with pytest.raises(ValueError, match="FAN"):
+    from i2ibench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="FAN"):
         tiny_stargan(w_hpf=1.0)
+
+
+@pytest.mark.parametrize("overrides, data, message", [
+    ({}, {"latent_dim": 16}, r"data.latent_dim .16. must equal model.init_args.latent_dim .4."),
+    ({"num_domains": 2}, {}, r"model.init_args.num_domains is 2, the dataset has 3"),
+])
+def test_mismatched_sizes_are_refused_as_config_errors_before_training(multi_root, tmp_path, overrides, data, message):
+    """ConfigError: the CLI prints one line and exits 2 (a ValueError would print a traceback)."""
+    from i2ibench.errors import ConfigError
+
+    model = tiny_stargan(**overrides)
+    with pytest.raises(ConfigError, match=message):
+        cpu_trainer(tmp_path, max_steps=1).fit(model, multi_datamodule(multi_root, **data))
+    assert model.iterations == 0
 
 
 def test_resume_restores_iterations_ema_and_optimisers_exactly(multi_root, tmp_path):

@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import math
+import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -192,7 +193,8 @@ def best_methods(methods: dict, key: str, direction: str) -> set[str]:
 
 
 def markdown(dataset: str, protocol: str, records: list[dict], summary: dict, skipped: dict[str, str],
-             failed: dict[str, dict[int, str]], reference_failure: str | None = None) -> str:
+             failed: dict[str, dict[int, str]], reference_failure: str | None = None,
+             times: list[dict] = ()) -> str:
     tests = [r for r in records if r["checkpoint"]["selection"] in SELECTIONS]
     references = [r for r in records if is_reference(r)]
     cards = {**protocol_cards(tests), **{r["method"]: r["protocol"] for r in references}}
@@ -268,6 +270,7 @@ def markdown(dataset: str, protocol: str, records: list[dict], summary: dict, sk
         lines.append("")
     if references or reference_failure:
         lines += reference_section(references, reference_failure, set(unavailable.values()))
+    lines += time_section(list(times))
     lines += ["## Protocol card", ""]
     if majority:
         lines += [f"- {k}: {v}" for k, v in json.loads(majority).items()]
@@ -489,6 +492,58 @@ def write_plots(out: Path, records: list[dict]) -> list[Path]:
     return paths
 
 
+WALL_TIME = "wall-time.json"  # in each run's folder: the seconds of every attempt the bench made
+
+
+def record_wall_time(root: Path, label: str, seed: int, seconds: float) -> None:
+    """Add one attempt's wall time to a run's record (a resumed run keeps its earlier attempts)."""
+    path = root / WALL_TIME
+    try:
+        attempts = json.loads(path.read_text())["attempts_s"]
+    except (OSError, ValueError, KeyError):
+        attempts = []
+    files.write_json(path, {"run": label, "seed": seed, "attempts_s": [*attempts, round(seconds, 1)],
+                            "cpu_count": os.cpu_count(), "cuda": cuda_name()})
+
+
+def cuda_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def wall_times(run_roots: Iterable[Path]) -> list[dict]:
+    """The runs' wall-time records, in run order (runs that the bench did not time are left out)."""
+    times = []
+    for root in run_roots:
+        try:
+            times.append(json.loads((Path(root) / WALL_TIME).read_text()))
+        except (OSError, ValueError):
+            continue
+    return times
+
+
+def duration_text(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {rest:02d} s"
+
+
+def time_section(times: list[dict]) -> list[str]:
+    """Each run's wall time and their sum, as the bench measured them (training and every evaluation)."""
+    if not times:
+        return []
+    machines = sorted({(t.get("cuda") or f"{t.get('cpu_count')} CPU cores") for t in times})
+    lines = ["## Time", "", f"Wall time of each run as the bench measured it on {', '.join(machines)}: training, "
+             "in-training and final evaluation, summed over the attempts that ended under the bench (a resumed run's "
+             "earlier attempt included; a bench that was itself killed cannot time its run). The reference rows are "
+             "computed once per dataset and protocol and are not counted here.", "",
+             "| run | seed | wall time |", "|---|---|---|"]
+    lines += [f"| {t['run']} | {t['seed']} | {duration_text(sum(t['attempts_s']))} |" for t in times]
+    lines += [f"| **all runs** | | **{duration_text(sum(sum(t['attempts_s']) for t in times))}** |", ""]
+    return lines
+
+
 def write_results(out: Path, run_roots: list[Path], skipped: dict[str, str],
                   failed: dict[str, dict[int, str]], reference_roots: Iterable[Path] = (),
                   reference_failure: str | None = None, *, best_on_test: bool = False) -> None:
@@ -507,7 +562,7 @@ def write_results(out: Path, run_roots: list[Path], skipped: dict[str, str],
     if references:
         summary.update(summarize(references, selections=(REFERENCE,)))
     files.write_text(out / "results.md", markdown(dataset, out.name, records, summary, skipped, failed,
-                                                  reference_failure))
+                                                  reference_failure, wall_times(run_roots)))
     files.write_text(out / "results.csv", csv_text(records))
     files.write_json(out / "results.json", {"dataset": dataset, "protocol": out.name, "skipped": skipped,
                                             "failed": {m: {str(seed): reason for seed, reason in by_seed.items()}

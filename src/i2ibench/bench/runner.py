@@ -175,7 +175,17 @@ def plan(dataset: str, protocol: dict, methods: list[str] | None, seeds: list[in
     layout = detect_layout(as_two_domain(catalog.resolve(dataset)))  # side-by-side: its split halves
     names = methods or METHODS.names()
     skipped = {}
-    default_set = None if methods else default_methods(dataset)
+    # methods named on the command line, else the protocol's own set (a longer protocol affords fewer
+    # methods in its time budget), else the dataset's (`make bench` within 10 minutes), else all
+    default_set = None if methods else protocol.get("default_methods")
+    set_source = f"the {protocol['protocol']} protocol's default set (default_methods in its protocol YAML, chosen to " \
+                 f"keep the bench within its time budget)"
+    if default_set is None and not methods:
+        default_set = default_methods(dataset)
+        set_source = (f"{dataset}'s default set (bench_methods in configs/datasets/{dataset}.yaml, chosen to keep "
+                      f"`make bench` within 10 minutes)")
+    for name in default_set or ():
+        METHODS.get(name)  # a misspelt name fails here, naming the known ones
     runs = []
     base = runs_dir / dataset_label(dataset) / protocol["protocol"]
     for name in names:
@@ -184,8 +194,7 @@ def plan(dataset: str, protocol: dict, methods: list[str] | None, seeds: list[in
             skipped[name] = reason
             continue
         if default_set is not None and name not in default_set:
-            skipped[name] = (f"not in {dataset}'s default set (bench_methods in configs/datasets/{dataset}.yaml, chosen "
-                             f"to keep `make bench` within 10 minutes); run it with --methods {name}")
+            skipped[name] = f"not in {set_source}; run it with --methods {name}"
             continue
         if runs_per_pair(spec, layout):
             if methods is None and name not in PER_PAIR_BY_DEFAULT:
@@ -284,7 +293,9 @@ def execute(runs: list[Run], dataset: str, protocol: dict, layout: Layout, extra
         command = [sys.executable, "-m", "i2ibench.bench.run_one",
                    *run_arguments(run, dataset, protocol, layout, extra, group)]
         result = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        elapsed = f"{time.perf_counter() - start:.0f} s"
+        seconds = time.perf_counter() - start
+        report.record_wall_time(run.root, run.label, run.seed, seconds)
+        elapsed = f"{seconds:.0f} s"
         if result.returncode != 0 or not run.done:
             reason = run.failure(result.returncode)
             failed.setdefault(run.name, {})[run.seed] = (f"pair {'-'.join(run.pair)}: " if run.pair else "") + reason

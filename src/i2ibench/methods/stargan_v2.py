@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from i2ibench.data.tasks import parse_task
 from i2ibench.methods.base import TranslationModule, grid_of_rows, image_rows, set_requires_grad
-from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch, total_steps
+from i2ibench.errors import ConfigError
+from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch, check_latent_size, total_steps
 from i2ibench.nets.stargan_v2 import Discriminator, Generator, MappingNetwork, StyleEncoder, he_init
 from i2ibench.registry import register_method
 
@@ -63,7 +64,7 @@ class StarGANv2(TranslationModule):
         super().__init__()
         self.save_hyperparameters()
         if w_hpf > 0:
-            raise ValueError("w_hpf > 0 (the CelebA-HQ setting) needs the pretrained FAN face-landmark network "
+            raise ConfigError("model.init_args.w_hpf > 0 (the CelebA-HQ setting) needs the pretrained FAN face-landmark network "
                              "of the reference, which i2ibench does not ship; use w_hpf: 0 (the AFHQ setting).")
         # Completed training iterations (one iteration = the four updates above, on the global batch:
         # `data.batch_size` is split across DDP processes, so steps count the reference's iterations).
@@ -94,15 +95,13 @@ class StarGANv2(TranslationModule):
         domains = len(datamodule.domains) if datamodule is not None and datamodule.layout is not None else None
         if self.hparams.num_domains is None:
             if domains is None:
-                raise ValueError("num_domains is not set and no datamodule gives it")
+                raise ConfigError("model.init_args.num_domains is not set and no datamodule gives it")
             self.hparams.num_domains = domains
             self.build_networks(domains)
         elif domains is not None and domains != self.hparams.num_domains:
-            raise ValueError(f"the model has {self.hparams.num_domains} domains, the dataset {domains} "
-                             f"({list(datamodule.domains)})")
-        if datamodule is not None and getattr(datamodule, "latent_dim", self.hparams.latent_dim) != self.hparams.latent_dim:
-            raise ValueError(f"data.latent_dim ({datamodule.latent_dim}) must equal the model's latent_dim "
-                             f"({self.hparams.latent_dim})")
+            raise ConfigError(f"model.init_args.num_domains is {self.hparams.num_domains}, the dataset has {domains} "
+                              f"({list(datamodule.domains)}); leave it null to take the dataset's")
+        check_latent_size(datamodule, self.hparams.latent_dim, "model.init_args.latent_dim", "latent codes")
 
     def on_train_start(self) -> None:
         super().on_train_start()
