@@ -89,7 +89,7 @@ def test_bench_survives_a_kill_resumes_and_skips_finished_runs(tmp_path, builtin
     timed = json.loads((run_root / "wall-time.json").read_text())
     assert timed["run"] == "cyclegan" and timed["seed"] == 0 and len(timed["attempts_s"]) == 1
     assert 0 < timed["attempts_s"][0] < 600
-    assert "## Time" in table and "| cyclegan | 0 |" in table and "| **all runs** |" in table
+    assert "## Time" in table and " | cyclegan | 0 |" in table and "| **all runs** |" in table
     assert (out / "samples.png").is_file() and (out / "plots" / "fid.png").is_file()
     assert "wandb sync" in second.stdout
     # The killed attempt's W&B file may be cut short by SIGKILL; the attempt that finished carries the group.

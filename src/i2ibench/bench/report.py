@@ -538,9 +538,9 @@ def time_section(times: list[dict]) -> list[str]:
              "in-training and final evaluation, summed over the attempts that ended under the bench (a resumed run's "
              "earlier attempt included; a bench that was itself killed cannot time its run). The reference rows are "
              "computed once per dataset and protocol and are not counted here.", "",
-             "| run | seed | wall time |", "|---|---|---|"]
-    lines += [f"| {t['run']} | {t['seed']} | {duration_text(sum(t['attempts_s']))} |" for t in times]
-    lines += [f"| **all runs** | | **{duration_text(sum(sum(t['attempts_s']) for t in times))}** |", ""]
+             "| wall time | run | seed |", "|---|---|---|"]  # time first: no row here reads like a method's row
+    lines += [f"| {duration_text(sum(t['attempts_s']))} | {t['run']} | {t['seed']} |" for t in times]
+    lines += [f"| **{duration_text(sum(sum(t['attempts_s']) for t in times))}** | **all runs** | |", ""]
     return lines
 
 
