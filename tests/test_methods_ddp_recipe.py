@@ -200,3 +200,31 @@ def test_a_run_longer_than_its_learning_rate_schedule_is_refused():
     check_epoch_schedule(SimpleNamespace(max_epochs=4), 2, 2)
     with pytest.raises(ConfigError, match=r"trainer.max_epochs \(5\) exceeds .* \(4\)"):
         check_epoch_schedule(SimpleNamespace(max_epochs=5), 2, 2)
+
+
+def test_every_epoch_scheduled_method_refuses_a_run_longer_than_its_schedule():
+    """The check lives in TranslationModule.on_fit_start: every method with n_epochs + n_epochs_decay gets it."""
+    import inspect
+
+    import pytorch_lightning as pl
+
+    from i2ibench.errors import ConfigError
+    from i2ibench.registry import METHODS, load_all
+
+    load_all()
+    classes = {METHODS.get(name).module_class for name in METHODS.names()}
+    def takes_schedule(cls) -> bool:  # DualGAN, MaskCycleGAN: CycleGAN's arguments through **kwargs
+        return any({"n_epochs", "n_epochs_decay"} <= set(inspect.signature(base.__init__).parameters)
+                   for base in cls.__mro__ if "__init__" in vars(base))
+
+    scheduled = [c for c in classes if takes_schedule(c)]
+    assert {c.__name__ for c in scheduled} >= {"CycleGAN", "DualGAN", "MaskCycleGAN", "Pix2Pix", "CUT", "BicycleGAN",
+                                               "LSRAGAN", "DRIT", "InstaGAN"}
+    for cls in scheduled:
+        offline = {"lambda_perceptual": 0.0} if "lambda_perceptual" in inspect.signature(cls).parameters else {}
+        model = cls(n_epochs=2, n_epochs_decay=1, **offline)  # no VGG-16 download: not what is checked here
+        model.trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False)
+        model.on_fit_start()  # exactly the schedule: accepted
+        model.trainer = pl.Trainer(max_epochs=4, logger=False, enable_checkpointing=False)
+        with pytest.raises(ConfigError, match=r"trainer.max_epochs \(4\) exceeds the schedule"):
+            model.on_fit_start()

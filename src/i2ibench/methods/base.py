@@ -25,6 +25,7 @@ from torchvision.utils import make_grid
 from i2ibench import files
 from i2ibench.data.tasks import parse_task, two_domain_tasks
 from i2ibench.errors import NonFiniteLossError
+from i2ibench.methods.recipe import check_epoch_schedule
 
 
 class TranslationModule(pl.LightningModule):
@@ -117,6 +118,12 @@ class TranslationModule(pl.LightningModule):
         raise NonFiniteLossError(
             f"non-finite loss at step {step} (epoch {epoch}): {terms}; training stopped, and nothing from this "
             "step on was saved or evaluated. Lower the learning rate (--model.init_args.lr) or check the data.")
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        # every epoch-scheduled method (n_epochs at constant lr, then n_epochs_decay): refuse a longer run
+        if "n_epochs" in self.hparams and "n_epochs_decay" in self.hparams:
+            check_epoch_schedule(self.trainer, self.hparams.n_epochs, self.hparams.n_epochs_decay)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.rng_to_restore is not None:

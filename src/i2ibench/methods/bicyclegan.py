@@ -32,8 +32,8 @@ from i2ibench.data.tasks import parse_task
 from i2ibench.errors import ConfigError
 from i2ibench.losses import gaussian_kl, reparameterise
 from i2ibench.methods.base import TranslationModule, grid_of_rows, image_rows, set_requires_grad
-from i2ibench.methods.recipe import (BatchSplit, announce, apply_global_batch, check_epoch_schedule,
-                                     check_latent_size, epoch_schedule_lines, require_even_batch)
+from i2ibench.methods.recipe import (BatchSplit, announce, apply_global_batch, check_latent_size,
+                                     epoch_schedule_lines, require_even_batch)
 from i2ibench.methods.schedules import linear_decay
 from i2ibench.nets.bicyclegan import LatentEncoder, LatentUnetGenerator, MultiScalePatchDiscriminator
 from i2ibench.registry import register_method
@@ -215,10 +215,6 @@ class BicycleGAN(TranslationModule):
             raise ConfigError(f"data.crop_size {size} does not fit a U-Net with num_downs {self.gen.num_downs}: "
                               f"image sides must be multiples of {self.gen.size_multiple} (256 px: num_downs 8, "
                               f"128: 7, 64: 6); set model.init_args.generator_args.num_downs")
-
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        check_epoch_schedule(self.trainer, self.hparams.n_epochs, self.hparams.n_epochs_decay)
 
     def on_train_start(self) -> None:
         super().on_train_start()

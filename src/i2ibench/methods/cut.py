@@ -21,8 +21,7 @@ from torch import Tensor
 from i2ibench.errors import ConfigError
 from i2ibench.losses import discriminator_adversarial_loss, generator_adversarial_loss
 from i2ibench.methods.base import TranslationModule, grid_of_rows, image_rows, set_requires_grad
-from i2ibench.methods.recipe import (BatchSplit, announce, apply_global_batch, check_epoch_schedule,
-                                     epoch_schedule_lines)
+from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch, epoch_schedule_lines
 from i2ibench.methods.schedules import linear_decay
 from i2ibench.nets.cut import (
     AntialiasedPatchDiscriminator, CUTGenerator, PatchSampleHead, draw_patch_ids, patch_nce_loss,
@@ -163,10 +162,6 @@ class CUT(TranslationModule):
             self.batch_split = apply_global_batch(self, per_sample_recipe=True)
             # Before a checkpoint is restored (which then sets the saved state): seed_everything's seed.
             self.sampling.manual_seed(torch.initial_seed())
-
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        check_epoch_schedule(self.trainer, self.hparams.n_epochs, self.hparams.n_epochs_decay)
 
     def on_train_start(self) -> None:
         super().on_train_start()

@@ -21,8 +21,7 @@ from i2ibench.losses import (GAN_MODES, WGAN_MODES, PerceptualLoss, clip_weights
                              generator_adversarial_loss, gradient_penalty, ssim_loss, wasserstein_critic_loss)
 from i2ibench.methods.base import TranslationModule, set_requires_grad
 from i2ibench.methods.image_pool import ImagePool
-from i2ibench.methods.recipe import (BatchSplit, announce, apply_global_batch, check_epoch_schedule,
-                                     epoch_schedule_lines)
+from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch, epoch_schedule_lines
 from i2ibench.methods.schedules import linear_decay
 from i2ibench.registry import DISCRIMINATORS, GENERATORS, register_method
 
@@ -190,10 +189,6 @@ class CycleGAN(TranslationModule):
         # data.batch_size is the global batch; the paper's batch 1 runs as 1 per process under DDP.
         if stage == "fit":
             self.batch_split = apply_global_batch(self, per_sample_recipe=True)
-
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        check_epoch_schedule(self.trainer, self.hparams.n_epochs, self.hparams.n_epochs_decay)
 
     def on_train_start(self) -> None:
         super().on_train_start()

@@ -42,8 +42,8 @@ from i2ibench.data.tasks import parse_task
 from i2ibench.errors import ConfigError
 from i2ibench.losses import gaussian_kl, mode_seeking_loss, reparameterise
 from i2ibench.methods.base import TranslationModule, grid_of_rows, image_rows, set_requires_grad
-from i2ibench.methods.recipe import (BatchSplit, announce, apply_global_batch, check_epoch_schedule,
-                                     check_latent_size, epoch_schedule_lines, require_even_batch)
+from i2ibench.methods.recipe import (BatchSplit, announce, apply_global_batch, check_latent_size,
+                                     epoch_schedule_lines, require_even_batch)
 from i2ibench.methods.schedules import linear_decay
 from i2ibench.nets.drit import (AttributeEncoder, ConcatGenerator, ContentDiscriminator, ContentEncoder,
                                 MultiScaleDiscriminator)
@@ -336,10 +336,6 @@ class DRIT(TranslationModule):
                               f"discriminator's {self.dis_content.n_layers} stride-2 {self.dis_content.kernel_size}x"
                               f"{self.dis_content.kernel_size} convs and its 4x4 conv (the reference's 3 x 7x7 need "
                               "~200 px); lower model.init_args.content_discriminator_args.n_layers or kernel_size")
-
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        check_epoch_schedule(self.trainer, self.hparams.n_epochs, self.hparams.n_epochs_decay)
 
     def on_train_start(self) -> None:
         super().on_train_start()

@@ -37,8 +37,7 @@ from i2ibench.data.folders import item_seed
 from i2ibench.errors import ConfigError
 from i2ibench.losses import GAN_MODES, PerceptualLoss, discriminator_adversarial_loss, generator_adversarial_loss
 from i2ibench.methods.base import TranslationModule, grid_of_rows, image_rows, set_requires_grad
-from i2ibench.methods.recipe import (BatchSplit, announce, apply_global_batch, check_epoch_schedule,
-                                     epoch_schedule_lines)
+from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch, epoch_schedule_lines
 from i2ibench.methods.schedules import linear_decay
 from i2ibench.nets.unet import batch_statistics, seeded_dropout
 from i2ibench.registry import DISCRIMINATORS, GENERATORS, register_method
@@ -155,10 +154,6 @@ class Pix2Pix(TranslationModule):
                 else f"use a crop size that is a multiple of {multiple}")
         raise ConfigError(f"data.crop_size {size} does not fit a U-Net with num_downs {downs}: image sides must be "
                           f"multiples of 2**{downs} = {multiple} (Pix2Pix: 256 px with 8); {hint}")
-
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        check_epoch_schedule(self.trainer, self.hparams.n_epochs, self.hparams.n_epochs_decay)
 
     def on_train_start(self) -> None:
         super().on_train_start()

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from i2ibench.data.tasks import parse_task
-from i2ibench.methods.base import TranslationModule, grid_of_rows, image_rows, set_requires_grad
 from i2ibench.errors import ConfigError
+from i2ibench.methods.base import TranslationModule, grid_of_rows, image_rows, set_requires_grad
 from i2ibench.methods.recipe import BatchSplit, announce, apply_global_batch, check_latent_size, total_steps
 from i2ibench.nets.stargan_v2 import Discriminator, Generator, MappingNetwork, StyleEncoder, he_init
 from i2ibench.registry import register_method
@@ -64,8 +64,9 @@ class StarGANv2(TranslationModule):
         super().__init__()
         self.save_hyperparameters()
         if w_hpf > 0:
-            raise ConfigError("model.init_args.w_hpf > 0 (the CelebA-HQ setting) needs the pretrained FAN face-landmark network "
-                             "of the reference, which i2ibench does not ship; use w_hpf: 0 (the AFHQ setting).")
+            raise ConfigError("model.init_args.w_hpf > 0 (the CelebA-HQ setting) needs the pretrained FAN "
+                              "face-landmark network of the reference, which i2ibench does not ship; use w_hpf: 0 "
+                              "(the AFHQ setting).")
         # Completed training iterations (one iteration = the four updates above, on the global batch:
         # `data.batch_size` is split across DDP processes, so steps count the reference's iterations).
         self.iterations = 0
