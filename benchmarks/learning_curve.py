@@ -5,8 +5,8 @@ Trains one method with a bench protocol's widths and image size (`--protocol`, d
 configs/bench/smoke.yaml; `--set KEY=VALUE` adds overrides) for longer, evaluates the test split
 every `--every` epochs (the in-training records of the EvaluationCallback, with their bootstrap
 intervals), and prints FID / KID / SSIM(gt) per evaluation beside the dataset's copy-input row
-(`runs/<dataset>/smoke/_reference`, computed by `make bench DATASET=...` under the same evaluation
-settings). Writes results/perf/learning_curve_<method>_<dataset>.json. This is how the `quick`
+(`runs/<dataset>/<protocol>/_reference`, computed by `make bench DATASET=... PROTOCOL=...` under the
+same evaluation settings). Writes results/perf/learning_curve_<method>_<dataset>.json. This is how the `quick`
 protocol's image size, widths and steps were chosen from measurements rather than guesses (issue 17).
 """
 
@@ -19,22 +19,19 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 HEADLINE = ("fid", "kid_mean", "ssim_gt")
 
 
-def protocol_arguments(method: str, dataset: str, protocol_name: str = "smoke") -> list[str]:
+def protocol_arguments(method: str, dataset: str, protocol: dict) -> list[str]:
     """The bench's arguments for this method under a protocol (widths, size), without its schedule limits."""
-    from i2ibench.bench.runner import Run, load_protocol, run_arguments
+    from i2ibench.bench.runner import Run, run_arguments
     from i2ibench.data import catalog
     from i2ibench.data.folders import detect_layout
     from i2ibench.data.paired import as_two_domain
     from i2ibench.registry import METHODS, load_all
 
     load_all()
-    protocol = load_protocol(protocol_name)
     layout = detect_layout(as_two_domain(catalog.resolve(dataset)))
     run = Run(method, METHODS.get(method), 0, Path("unused"))
     args = run_arguments(run, dataset, protocol, layout, [])
@@ -54,9 +51,10 @@ def protocol_arguments(method: str, dataset: str, protocol_name: str = "smoke") 
     return kept
 
 
-def copy_input(dataset: str) -> dict:
-    """The copy-input reference row's metrics per task, from the smoke bench's cached reference rows."""
-    for path in sorted((REPO / "runs" / dataset / "smoke" / "_reference").glob("*-two-domain/eval/*copy-input.json")):
+def copy_input(dataset: str, protocol_name: str) -> dict:
+    """The copy-input reference row's metrics per task, from the protocol's bench's cached reference rows."""
+    references = REPO / "runs" / dataset / protocol_name / "_reference"
+    for path in sorted(references.glob("*-two-domain/eval/*copy-input.json")):
         record = json.loads(path.read_text())
         return {task: {k: record["metrics"][task].get(k) for k in HEADLINE} for task in record["metrics"]}
     return {}
@@ -74,9 +72,12 @@ def main() -> None:
                         help="an extra CLI override, e.g. --set model.init_args.base_dim=32 (repeatable)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    from i2ibench.bench.runner import load_protocol
+
+    protocol = load_protocol(args.protocol)
     root = REPO / "runs" / "curves" / f"{args.method}-{args.dataset}"
     decay = int(args.epochs * args.decay)
-    command = [sys.executable, "-m", "i2ibench", "fit", *protocol_arguments(args.method, args.dataset, args.protocol),
+    command = [sys.executable, "-m", "i2ibench", "fit", *protocol_arguments(args.method, args.dataset, protocol),
                "--trainer.max_epochs", str(args.epochs), "--trainer.check_val_every_n_epoch", str(args.every),
                "--trainer.default_root_dir", str(root), "--wandb.enabled", "false",
                "--evaluation.method", args.method, "--trainer.enable_progress_bar", "false"]
@@ -96,7 +97,7 @@ def main() -> None:
                        "metrics": {task: {k: values.get(k) for k in HEADLINE} | {
                            "intervals": {k: values.get("intervals", {}).get(k) for k in HEADLINE}}
                            for task, values in record["metrics"].items()}})
-    reference = copy_input(args.dataset)
+    reference = copy_input(args.dataset, protocol["protocol"])
     for point in points:
         for task, values in point["metrics"].items():
             ref = reference.get(task, {})
@@ -109,8 +110,7 @@ def main() -> None:
     files.write_json(out, {"method": args.method, "dataset": args.dataset, "command": command[3:],
                            "wall_s": seconds, "copy_input": reference, "points": points,
                            "protocol": args.protocol, "extra": args.set,
-                           "protocol_overrides": yaml.safe_load((REPO / "configs" / "bench" / f"{args.protocol}.yaml")
-                                                                .read_text())["methods"].get(args.method)})
+                           "protocol_overrides": protocol["methods"].get(args.method)})
     print(f"{seconds:.0f} s; written {out}")
 
 

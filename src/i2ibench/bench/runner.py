@@ -132,11 +132,24 @@ def default_methods(dataset: str) -> list[str] | None:
     """The methods a catalog dataset benches when none are named (`catalog.bench_methods` in its config),
     or None: every applicable method."""
     entry = catalog.entries().get(dataset)
-    chosen = entry.options.get("bench_methods") if entry is not None else None
-    if chosen is not None:
-        for name in chosen:
-            METHODS.get(name)  # a misspelt name in the config fails here, naming the known ones
-    return chosen
+    return entry.options.get("bench_methods") if entry is not None else None
+
+
+def default_method_set(dataset: str, protocol: dict) -> tuple[list[str] | None, str]:
+    """The methods a bench runs when none are named, and where that set is chosen: the protocol's own
+    `default_methods` (a longer protocol affords fewer methods in its time budget), else the dataset's
+    `bench_methods` (`make bench` within 10 minutes), else None: every applicable method."""
+    if protocol.get("default_methods") is not None:
+        chosen = protocol["default_methods"]
+        source = (f"the {protocol['protocol']} protocol's default set (default_methods in its protocol YAML, "
+                  f"chosen to keep the bench within its time budget)")
+    else:
+        chosen = default_methods(dataset)
+        source = (f"{dataset}'s default set (bench_methods in configs/datasets/{dataset}.yaml, chosen to keep "
+                  f"`make bench` within 10 minutes)")
+    for name in chosen or ():
+        METHODS.get(name)  # a misspelt name in either config fails here, naming the known ones
+    return chosen, source
 
 
 def dataset_label(dataset: str) -> str:
@@ -175,17 +188,7 @@ def plan(dataset: str, protocol: dict, methods: list[str] | None, seeds: list[in
     layout = detect_layout(as_two_domain(catalog.resolve(dataset)))  # side-by-side: its split halves
     names = methods or METHODS.names()
     skipped = {}
-    # methods named on the command line, else the protocol's own set (a longer protocol affords fewer
-    # methods in its time budget), else the dataset's (`make bench` within 10 minutes), else all
-    default_set = None if methods else protocol.get("default_methods")
-    set_source = f"the {protocol['protocol']} protocol's default set (default_methods in its protocol YAML, chosen to " \
-                 f"keep the bench within its time budget)"
-    if default_set is None and not methods:
-        default_set = default_methods(dataset)
-        set_source = (f"{dataset}'s default set (bench_methods in configs/datasets/{dataset}.yaml, chosen to keep "
-                      f"`make bench` within 10 minutes)")
-    for name in default_set or ():
-        METHODS.get(name)  # a misspelt name fails here, naming the known ones
+    default_set, set_source = (None, "") if methods else default_method_set(dataset, protocol)
     runs = []
     base = runs_dir / dataset_label(dataset) / protocol["protocol"]
     for name in names:
