@@ -4,7 +4,7 @@ Run: `python benchmarks/metrics_memory.py [--n 50000]`. The features are synthet
 on 50k images takes hours on a CPU) but flow through the same MetricSuite states, in batches of
 64 as an evaluation feeds them, and through the same metric functions as MetricSuite.score, one
 at a time. Prints each step's time and extra resident memory, and the peak; target (issue 3):
-under 2 GB per process at N = 50k.
+under 2 GB per process at N = 50k. The allocator is handled as in an evaluation (`--allocator`).
 Writes results/perf/metrics_memory.json.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from i2ibench import files
+from i2ibench import allocator, files
 from i2ibench.metrics import distribution as D
 from i2ibench.metrics.suite import DistributionSettings, MetricSuite
 
@@ -63,7 +63,12 @@ def main() -> None:
     parser.add_argument("--metrics", default="fid,kid,is,mmd,precision_recall",
                         help="which scoring steps to run (kernel MMD alone takes about 9 minutes at 50k here)")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "perf" / "metrics_memory.json")
+    parser.add_argument("--allocator", choices=("evaluator", "glibc"), default="evaluator",
+                        help="evaluator: as an evaluation runs, freed memory kept while features accumulate and "
+                             "released before scoring (i2ibench.allocator); glibc: its default policy throughout")
     args = parser.parse_args()
+    if args.allocator == "evaluator":
+        assert allocator.keep_freed_memory(), "the allocator policy could not be set"
     generator = torch.Generator().manual_seed(0)
     steps: dict[str, float] = {"baseline_rss_mb": peak_rss_mb()}
 
@@ -76,6 +81,7 @@ def main() -> None:
                      logits=torch.randn(count, 1008, generator=generator))
     steps["accumulate_s"] = time.perf_counter() - start
     steps["after_accumulate_rss_mb"] = peak_rss_mb()
+    allocator.release_freed_memory()  # as Evaluator.finish does before scoring (a no-op under --allocator glibc)
 
     fake = suite.ordered()
     steps["after_merge_rss_mb"] = current_rss_mb()
@@ -101,7 +107,7 @@ def main() -> None:
         print(f"{name:18s}{steps[f'{name}_s']:8.1f} s  +{rss.peak - rss.start:6.0f} MB", flush=True)
     steps["peak_rss_mb"] = peak_rss_mb()
     result = {"n": args.n, "machine": {"cpu": platform.machine(), "cores": os.cpu_count(),
-                                       "torch": torch.__version__},
+                                       "torch": torch.__version__, "allocator": args.allocator},
               "steps": steps, "metrics": metrics, "metrics_run": chosen, "target_peak_rss_mb": 2048}
     files.write_json(args.out, result)
     for name, value in steps.items():

@@ -9,9 +9,10 @@ batch), and candidate speed-ups of the forward alone, each against the plain pat
 
 from __future__ import annotations
 
+import json
 import os
 import platform
-import statistics
+import resource
 import subprocess
 import sys
 import tempfile
@@ -89,7 +90,7 @@ def stages(folders: dict[str, Path], weights: Path, batch: int, repeats: int) ->
 
 
 def operators(model, x_uint8: torch.Tensor, top: int = 12) -> list[dict]:
-    """The Inception forward's operators by self CPU time, one batch."""
+    """The Inception forward's operators by self CPU time, one batch (`model`: any callable on uint8 images)."""
     from torch.profiler import ProfilerActivity, profile
 
     with torch.no_grad(), full_precision(), profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -152,7 +153,43 @@ def candidates(extractor, x_uint8: torch.Tensor, names: list[str], repeats: int,
         out["overlap_decode"] = overlap_decode(extractor, folder, batch)
     if "compile" in names:
         out["compile"] = compiled_in_subprocess(x_uint8, repeats)
+    if "allocator" in names:
+        out["allocator"] = allocator_policy(x_uint8, repeats)
     return out
+
+
+def allocator_job(x_path: str, weights: str, mode: str, repeats: int) -> dict:
+    """In a fresh process: the suite's forward (fast path) of one batch, under glibc's default or
+    under i2ibench.allocator's policy (process-wide, so it needs a process of its own)."""
+    from i2ibench import allocator
+
+    if mode == "policy":
+        assert allocator.keep_freed_memory()
+    x = torch.load(x_path)
+    extractor = InceptionExtractor(weights)
+    for _ in range(3):  # warm-up: under the policy the heap grows to a batch's needs within a few batches
+        extractor(x)
+    seconds, _ = best_of(repeats, lambda: extractor(x))
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+    return {"seconds": seconds, "operators": operators(extractor, x, top=8), "peak_rss_mb": peak_rss_mb}
+
+
+def allocator_policy(x_uint8: torch.Tensor, repeats: int) -> dict:
+    """The fast path's forward of one batch without and with the allocator policy, and its operators."""
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(x_uint8, Path(tmp) / "x.pt")
+        for mode in ("default", "policy"):
+            done = subprocess.run([sys.executable, __file__, "--allocator-job", str(Path(tmp) / "x.pt"),
+                                   str(resolve_weights_path()), mode, str(repeats)], capture_output=True, text=True)
+            if done.returncode != 0:
+                return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1][:500]}
+            result[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"seconds": result["policy"]["seconds"], "default_s": result["default"]["seconds"],
+            "speedup_over_default_allocator": result["default"]["seconds"] / result["policy"]["seconds"],
+            "operators_default": result["default"]["operators"], "operators_policy": result["policy"]["operators"],
+            "peak_rss_mb_default": result["default"]["peak_rss_mb"], "peak_rss_mb_policy": result["policy"]["peak_rss_mb"],
+            "max_abs_diff": None, "note": "the fast path, in fresh processes; speedup: against the plain path"}
 
 
 def overlap_decode(extractor, folder: Path, batch: int) -> dict:
@@ -238,6 +275,10 @@ def profile(args, make_folders: Callable) -> None:
     for name, value in found.items():
         if "error" in value:
             print(f"  {name:16} error: {value['error'][:100]}")
+        elif name == "allocator":
+            print(f"  {name:16}{value['seconds']:8.2f} s {value['speedup']:6.2f}x  fast path under the allocator "
+                  f"policy; {value['default_s']:.2f} s without it ({value['speedup_over_default_allocator']:.2f}x); "
+                  f"peak RSS {value['peak_rss_mb_default']:.0f} -> {value['peak_rss_mb_policy']:.0f} MB")
         elif name == "overlap_decode":
             print(f"  {name:16} decode+features of one folder: {value['workers_0_s']:.2f} s -> "
                   f"{value['workers_1_s']:.2f} s with 1 loader worker ({value['speedup']:.2f}x)")
@@ -245,3 +286,8 @@ def profile(args, make_folders: Callable) -> None:
             print(f"  {name:16}{value['seconds']:8.2f} s {value.get('speedup', 1.0):6.2f}x  max |diff| "
                   f"{value['max_abs_diff']:.2e}" + (f"  (set-up {value['setup_s']:.0f} s)" if "setup_s" in value else ""))
     print(f"written {out}")
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--allocator-job"]:
+    x_path, weights, mode, repeats = sys.argv[2:6]
+    print(json.dumps(allocator_job(x_path, weights, mode, int(repeats))))

@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor
 
+from i2ibench import allocator
 from i2ibench.metrics import bootstrap as BS
 from i2ibench.metrics import cache
 from i2ibench.metrics.content import CONTENT_CARD, ContentMetrics, load_lpips
@@ -44,6 +45,7 @@ class Evaluator:
         self.content: dict[str, ContentMetrics] = {}
         self.timings: dict[str, float] = {}
         self.styles: dict[str, int] = {}  # outputs per source of each task (K > 1: multi-style)
+        self._sync_device: torch.device | None = None  # set by `begin`; real_features may come first
 
     @property
     def device(self) -> torch.device:
@@ -59,6 +61,7 @@ class Evaluator:
         """Start a new evaluation; `references[task]` names the content references of each task,
         `counts[task]` the number of translations it will produce, and the tasks in `diversity`
         translate each source K times (N x K outputs, LPIPS diversity)."""
+        allocator.keep_freed_memory()  # until `finish`: batches reuse freed memory (see i2ibench.allocator)
         unavailable = self.extractor.weights.is_unavailable_reason
         self.suites = {task: MetricSuite(self.settings, sync_device, unavailable, counts[task]) for task in references}
         self.content = {task: ContentMetrics(refs, self.lpips_model, sync_device, task in diversity)
@@ -99,19 +102,20 @@ class Evaluator:
         process take the same cache decision (rank 0's), `is_writer` marks the one that writes it.
         """
         start = time.perf_counter()
-        key = cache.features_key(paths, image_size, self.extractor.weights.sha256)
-        hit = agree(cache.cache_path(key).is_file())
-        if hit:
-            features = cache.load(key)
-        else:
-            store = IndexedSamples(("features",), self._sync_device)
-            for batch in batches():
-                store.update(batch["index"], features=self.extractor(to_uint8(batch["image"]))[0])
-            features = store.ordered()["features"]
-            if is_writer:
-                cache.save(key, features, paths)
-            barrier()
-        self.timings["real_features_s"] += time.perf_counter() - start
+        with allocator.freed_memory_kept():  # also when called outside begin..finish
+            key = cache.features_key(paths, image_size, self.extractor.weights.sha256)
+            hit = agree(cache.cache_path(key).is_file())
+            if hit:
+                features = cache.load(key)
+            else:
+                store = IndexedSamples(("features",), self._sync_device)
+                for batch in batches():
+                    store.update(batch["index"], features=self.extractor(to_uint8(batch["image"]))[0])
+                features = store.ordered()["features"]
+                if is_writer:
+                    cache.save(key, features, paths)
+                barrier()
+        self.timings["real_features_s"] = self.timings.get("real_features_s", 0.0) + time.perf_counter() - start
         if len(features) != len(paths):
             raise RuntimeError(f"real features: {len(features)} for {len(paths)} images")
         return features, hit
@@ -124,6 +128,7 @@ class Evaluator:
         the bootstrap percentile interval over the evaluated images) and `bootstrap_replicates` ({metric:
         base64 float32 replicates}, for paired comparisons); the other keys are unchanged.
         """
+        allocator.release_freed_memory()  # the features are in; scoring a large N runs under glibc's policy
         metrics, unavailable = {}, {}
         for task, suite in self.suites.items():
             start = time.perf_counter()
