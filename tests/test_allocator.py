@@ -106,3 +106,23 @@ def test_the_evaluator_holds_it_from_begin_to_finish_and_for_real_features(tmp_p
     metrics, _ = evaluator.finish({"images": real})
     assert not allocator.in_force()
     assert metrics["images"]["fid"] is not None
+
+
+@pytest.mark.skipif(inception_weights() is None, reason="no offline Inception weights (../shared/weights)")
+def test_numbers_do_not_depend_on_the_allocator(builtin_root, monkeypatch):
+    """The policy only changes where freed memory goes: an evaluation without it gives the same record."""
+    from i2ibench import allocator
+    from i2ibench.metrics.folder_eval import evaluate_folders
+    from i2ibench.metrics.suite import DistributionSettings
+
+    def evaluate() -> dict:
+        record = evaluate_folders(builtin_root / "testA", builtin_root / "testB", weights=str(inception_weights()),
+                                  settings=DistributionSettings(bootstrap_resamples=0), lpips="off", batch_size=8)
+        return record["metrics"]["images"]
+
+    with_policy = evaluate()
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: False)
+    without = evaluate()
+    assert not allocator.in_force()
+    assert with_policy == without
+    assert with_policy["fid"] is not None and with_policy["kid_mean"] is not None
