@@ -23,6 +23,7 @@ has no CPU caching allocator outside mobile builds. Linux with glibc only; elsew
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -35,6 +36,7 @@ SETTLED_MMAP_THRESHOLD, SETTLED_TRIM_THRESHOLD, DEFAULT_MMAP_MAX = 32 * 2**20, 6
 _held = False
 
 
+@functools.cache  # one lookup per process: every evaluation keeps and releases
 def _libc():
     if not sys.platform.startswith("linux"):
         return None
