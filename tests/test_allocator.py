@@ -66,9 +66,11 @@ def test_kept_memory_is_reused_without_page_faults_and_released_memory_is_return
     # Kept in the heap and reused; the heap may still grow now and then (fragmentation: up to 100 MB
     # of 3 x 705 MB was seen), so the bound is a tenth of the default's faults, not zero.
     assert kept["faults"] < default["faults"] // 10, (kept, default)
-    # Released: the kept heap goes back to the kernel, and large blocks are mapped afresh again.
+    # Released: the kept heap goes back to the kernel, and large blocks are mapped afresh again. Not
+    # every block: some are served from free space left inside the heap, so 3 batches faulted 398k to
+    # 1M pages (default: about 1M); more than one whole batch's pages tells released from kept (0-25k).
     assert released["released_rss_mb"] < released["kept_rss_mb"] - 200, released
-    assert released["faults"] > default["faults"] // 2, (released, default)
+    assert released["faults"] > BATCH_PAGES, (released, default)
 
 
 def test_freed_memory_kept_nests_under_its_holder():
